@@ -1,0 +1,140 @@
+"""The baseline RPN and KL-RPN: heads, assignment, losses and ranking, on tiny inputs."""
+
+import math
+
+import pytest
+import torch
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+from klrpn.models.rpn import KLRPN, BaselineRPN, BaselineRPNHead, KLRPNHead
+
+
+def _rpn(kind="klrpn", drop_cross_boundary=True, in_channels=8):
+    common = dict(
+        anchor_generator=AnchorGenerator(sizes=((32.0, 64.0, 128.0),), aspect_ratios=((0.5, 1.0, 2.0),)),
+        fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
+        pre_nms_top_n={"training": 100, "testing": 100}, post_nms_top_n={"training": 20, "testing": 20},
+        nms_thresh=0.7, drop_cross_boundary=drop_cross_boundary)
+    if kind == "rpn":
+        head = BaselineRPNHead(in_channels=in_channels, channels=16, num_anchors=9, init_std=0.01)
+        return BaselineRPN(head=head, smooth_l1_beta=1 / 9, **common)
+    head = KLRPNHead(in_channels=in_channels, channels=16, num_anchors=9, init_std=0.01, new_init_std=1e-5)
+    return KLRPN(head=head, gamma=0.5, neg_var=1 / 3, score_eps=1e-12, **common)
+
+
+def test_head_shapes_and_outputs_per_anchor():
+    x = torch.randn(2, 8, 5, 7)
+    base = BaselineRPNHead(in_channels=8, channels=16, num_anchors=9, init_std=0.01)
+    assert base.cls_logits.out_channels == 18 and base.bbox_pred.out_channels == 36  # 2A, 4A
+    out = base(x)
+    assert out["logits"].shape == (2, 5 * 7 * 9, 2) and out["deltas"].shape == (2, 5 * 7 * 9, 4)
+    kl = KLRPNHead(in_channels=8, channels=16, num_anchors=9, init_std=0.01, new_init_std=1e-5)
+    assert kl.bbox_pred.out_channels == 36 and kl.log_var_pred.out_channels == 36  # 4A mu, 4A beta
+    out = kl(x)
+    assert out["deltas"].shape == out["log_var"].shape == (2, 5 * 7 * 9, 4)
+
+
+def test_baseline_logit_layout_matches_anchor_order():
+    """Channel a is anchor a's background logit and channel A + a its foreground logit."""
+    head = BaselineRPNHead(in_channels=1, channels=1, num_anchors=3, init_std=0.01)
+    with torch.no_grad():
+        head.conv.weight.fill_(1.0)
+        head.conv.bias.zero_()
+        head.cls_logits.weight.zero_()
+        head.cls_logits.bias.copy_(torch.tensor([0.0, 1.0, 2.0, 10.0, 11.0, 12.0]))
+    logits = head(torch.ones(1, 1, 2, 2))["logits"]  # [1, 2*2*3, 2]
+    assert logits[0, :3].tolist() == [[0.0, 10.0], [1.0, 11.0], [2.0, 12.0]]
+    assert logits[0, 3:6].tolist() == [[0.0, 10.0], [1.0, 11.0], [2.0, 12.0]]
+
+
+def test_new_klrpn_layer_is_initialised_at_1e_5():
+    torch.manual_seed(0)
+    head = KLRPNHead(in_channels=512, channels=512, num_anchors=9, init_std=0.01, new_init_std=1e-5)
+    assert head.log_var_pred.weight.std().item() == pytest.approx(1e-5, rel=0.05)
+    assert head.bbox_pred.weight.std().item() == pytest.approx(1e-2, rel=0.05)
+    assert head.log_var_pred.bias.abs().max().item() == 0.0
+
+
+def test_klrpn_loss_hand_computed():
+    rpn = _rpn("klrpn")
+    pred = {"deltas": torch.zeros(1, 3, 4), "log_var": torch.zeros(1, 3, 4)}
+    pred["deltas"][0, 2] = 50.0  # an ignored anchor: must not count
+    gt = torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0], [9, 9, 9, 9]])
+    pos = torch.tensor([True, False, False])
+    neg = torch.tensor([False, True, False])
+    # positive: eq. 7 on x = 1 * 0.5 * 1 / 2 = 0.25; negative: eq. 4, 4 x (1/3) / 2 = 2/3
+    loss = rpn.compute_loss(pred, gt, pos, neg)["loss_kl"]
+    assert loss.item() == pytest.approx((0.25 + 2 / 3) / 2, abs=1e-7)
+
+
+def test_baseline_loss_hand_computed():
+    rpn = _rpn("rpn")
+    pred = {"logits": torch.zeros(1, 3, 2), "deltas": torch.zeros(1, 3, 4)}
+    gt = torch.tensor([[1.0, 0.05, 0, 0], [0, 0, 0, 0], [9, 9, 9, 9]])
+    pos = torch.tensor([True, False, False])
+    neg = torch.tensor([False, True, False])
+    losses = rpn.compute_loss(pred, gt, pos, neg)
+    assert losses["loss_rpn_cls"].item() == pytest.approx(math.log(2), abs=1e-7)
+    # smooth-L1 (beta 1/9): |1| -> 1 - 1/18; |0.05| -> 0.5 * 0.05^2 * 9; / 2 sampled anchors
+    assert losses["loss_rpn_reg"].item() == pytest.approx((1 - 1 / 18 + 0.5 * 0.0025 * 9) / 2, abs=1e-7)
+
+
+def test_assignment_thresholds_best_anchor_and_cross_boundary():
+    rpn = _rpn("klrpn")
+    anchors = [torch.tensor([
+        [0.0, 0.0, 100.0, 100.0],    # IoU 1.0 with the GT -> positive
+        [0.0, 0.0, 100.0, 60.0],     # IoU 0.6 -> ignored
+        [0.0, 0.0, 100.0, 20.0],     # IoU 0.2 -> negative
+        [150.0, 150.0, 190.0, 190.0],  # IoU 0 -> negative
+        [-10.0, 0.0, 90.0, 100.0],   # crosses the left border -> ignored
+        [160.0, 0.0, 200.0, 45.0],   # best anchor of the second GT (IoU 0.5) -> positive
+    ])]
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0], [160.0, 0.0, 200.0, 90.0]]),
+                "labels": torch.tensor([1, 1])}]
+    labels, matched = rpn.assign_targets_to_anchors(anchors, targets, [(200, 200)])
+    assert labels[0].tolist() == [1.0, -1.0, 0.0, 0.0, -1.0, 1.0]
+    assert matched[0][5].tolist() == [160.0, 0.0, 200.0, 90.0]
+    rpn_all = _rpn("klrpn", drop_cross_boundary=False)
+    labels, _ = rpn_all.assign_targets_to_anchors(anchors, targets, [(200, 200)])
+    assert labels[0][4].item() == 1.0  # IoU 0.82 once cross-boundary anchors are kept
+
+
+def test_assignment_without_objects_is_all_negative_inside():
+    rpn = _rpn("rpn")
+    anchors = [torch.tensor([[0.0, 0.0, 50.0, 50.0], [-5.0, 0.0, 50.0, 50.0]])]
+    labels, _ = rpn.assign_targets_to_anchors(
+        anchors, [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}], [(100, 100)])
+    assert labels[0].tolist() == [0.0, -1.0]
+
+
+def test_klrpn_ranks_proposals_by_lowest_variance():
+    rpn = _rpn("klrpn").eval()
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 90, 90]]])
+    log_var = torch.tensor([[[0.0] * 4, [-3.0] * 4, [2.0] * 4]])
+    scores = rpn.score({"log_var": log_var})
+    out = rpn.filter_proposals_per_image(boxes, scores, {"log_var": log_var}, [(100, 100)])[0]
+    assert out["boxes"].tolist() == [[20, 20, 40, 40], [0, 0, 10, 10], [50, 50, 90, 90]]
+    assert out["log_var"][0].tolist() == [-3.0] * 4
+    # log of eq. 10: -log(exp(-6) + 1e-12)
+    assert out["scores"][0].item() == pytest.approx(6.0, abs=1e-5)
+
+
+def test_baseline_scores_are_foreground_softmax():
+    rpn = _rpn("rpn")
+    logits = torch.tensor([[[0.0, 2.0], [1.0, 0.0]]])
+    torch.testing.assert_close(rpn.score({"logits": logits}), logits.softmax(-1)[..., 1])
+
+
+def test_klrpn_forward_on_a_feature_map_trains():
+    torch.manual_seed(0)
+    rpn = _rpn("klrpn", in_channels=8)
+    from torchvision.models.detection.image_list import ImageList
+
+    images = ImageList(torch.zeros(1, 3, 128, 128), [(128, 128)])
+    feats = {"0": torch.randn(1, 8, 8, 8)}
+    targets = [{"boxes": torch.tensor([[16.0, 16.0, 80.0, 80.0]]), "labels": torch.tensor([1])}]
+    proposals, losses = rpn(images, feats, targets)
+    assert set(losses) == {"loss_kl"} and torch.isfinite(losses["loss_kl"])
+    # at initialisation beta ~ 0, mu ~ 0: negatives give 4 * (1/3) / 2 each, positives less
+    assert 0.3 < losses["loss_kl"].item() < 0.7
+    assert len(proposals) == 1 and proposals[0]["boxes"].shape[0] <= 20
