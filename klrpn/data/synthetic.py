@@ -208,7 +208,7 @@ def render_image(rng: np.random.Generator, *, scale: float = 1.0, allow_crowd: b
         objects.append({
             "class_index": class_index, "iscrowd": iscrowd, "area": int(visible.sum()),
             "pixel_box": (int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())),
-            "difficult": bool(not iscrowd and (fraction < 0.7 or blur > 1.9 * scale)),
+            "difficult": bool(not iscrowd and (fraction < 0.6 or blur > 2.05 * scale)),
         })
     return np.clip(image, 0, 255).astype(np.uint8), objects[::-1]
 

@@ -1,0 +1,52 @@
+"""``klrpn data download ...`` and ``klrpn data synth ...``."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="download datasets and weights; make synthetic data")
+    actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+
+    dl = actions.add_parser("download", help="fetch, verify and unpack datasets / weights")
+    dl.add_argument("targets", nargs="+", metavar="TARGET",
+                    help="group (coco, voc, weights) or manifest entry name (e.g. coco-val2017)")
+    dl.add_argument("--root", default="data", help="download root (default: data)")
+    dl.add_argument("--manifest", default=None, help="manifest TSV replacing the packaged one")
+    dl.add_argument("--mirror", default=None,
+                    help="base URL or local folder tried first for every file (<mirror>/<file>)")
+    dl.add_argument("--keep-archives", action="store_true", help="keep archives after unpacking")
+    dl.add_argument("--retries", type=int, default=5, help="resumes per URL after a dropped connection")
+    dl.add_argument("--no-progress", action="store_true", help="no progress bars")
+    dl.set_defaults(func=run_download)
+
+    synth = actions.add_parser("synth", help="write the synthetic COCO + VOCdevkit datasets")
+    synth.add_argument("--root", default="data/synthetic", help="output folder (default: data/synthetic)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--scale", type=float, default=1.0, help="image/object size factor")
+    synth.set_defaults(func=run_synth)
+
+
+def run_download(args) -> int:
+    from klrpn.data.download import DownloadError, download
+
+    try:
+        download(args.targets, root=args.root, manifest=args.manifest, mirror=args.mirror,
+                 keep_archives=args.keep_archives, retries=args.retries,
+                 progress=not args.no_progress)
+    except DownloadError as err:
+        print(f"klrpn data download: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_synth(args) -> int:
+    from klrpn.data.synthetic import generate
+
+    try:
+        generate(args.root, seed=args.seed, scale=args.scale)
+    except (FileExistsError, ValueError) as err:
+        print(f"klrpn data synth: {err}", file=sys.stderr)
+        return 1
+    return 0
