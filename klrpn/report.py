@@ -1,0 +1,354 @@
+"""Render the paper's Tables 1-2 from ``results/<cell>/metrics.json`` (issue 5).
+
+The renderer reads only ``metrics.json`` files (validated against
+``klrpn/schemas/metrics.schema.json``), the cell list ``params/cells.yaml`` and the paper's
+published numbers ``klrpn/reference/paper_tables.yaml``. Each table shows, per cell and metric,
+our number, the paper's and the difference; a cell without ``metrics.json`` renders as "—".
+Every deviation from the paper's protocol that the metrics reveal becomes a footnote, and a
+provenance footer lists commit, params hash, hardware and date per cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+import jinja2
+import jsonschema
+import pandas as pd
+import yaml
+
+from klrpn.config import list_cells
+
+MISSING = "—"          # a cell with no metrics.json, or a number the paper does not print
+UNDEFINED = "n/a"      # our metric is null in metrics.json (e.g. no small objects in the split)
+
+#: Table columns: (header, where our value lives in metrics.json, key in the paper's row values)
+COLUMNS: dict[int, list[tuple[str, tuple[str, ...], str | None]]] = {
+    1: [
+        ("AP", ("metrics", "AP"), "AP"),
+        ("AP50", ("metrics", "AP50"), "AP50"),
+        ("AP75", ("metrics", "AP75"), "AP75"),
+        ("APS", ("metrics", "APS"), "APS"),
+        ("APM", ("metrics", "APM"), "APM"),
+        ("APL", ("metrics", "APL"), "APL"),
+        ("Param(M)", ("params_M",), "params_M"),
+        ("Speed(ms)", ("speed", "ms_per_image"), "speed_ms"),
+        ("AR@1000", ("proposals", "AR@1000"), None),
+    ],
+    2: [
+        ("mAP", ("metrics", "mAP"), "mAP"),
+    ],
+}
+
+
+class ReportError(ValueError):
+    """A metrics file, the cell list or the reference table is unusable; the message names it."""
+
+
+# ----------------------------------------------------------------------------------------------
+# atomic output
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was, so a reader
+    never sees a half-written report.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)     # mkstemp creates 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+
+
+def load_reference() -> dict:
+    """The paper's Tables 1-2 (``klrpn/reference/paper_tables.yaml``)."""
+    ref = resources.files("klrpn").joinpath("reference/paper_tables.yaml")
+    return yaml.safe_load(ref.read_text(encoding="utf-8"))
+
+
+def _metrics_schema() -> dict:
+    ref = resources.files("klrpn").joinpath("schemas/metrics.schema.json")
+    if not ref.is_file():
+        raise ReportError("klrpn/schemas/metrics.schema.json is missing from the klrpn package")
+    return json.loads(ref.read_text(encoding="utf-8"))
+
+
+def load_metrics(path: str | os.PathLike, schema: dict | None = None) -> dict:
+    """Read and validate one ``metrics.json``; errors name the file and the key."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path}: not valid JSON ({e})") from None
+    validator = jsonschema.Draft202012Validator(schema or _metrics_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        key = ".".join(str(p) for p in e.absolute_path) or "<top level>"
+        raise ReportError(f"{path}: key '{key}': {e.message}")
+    return data
+
+
+def _get(data: dict, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if not isinstance(data, dict) or k not in data:
+            return None
+        data = data[k]
+    return data
+
+
+def collect(table: int, results_dir: str | os.PathLike, cells_file: str | os.PathLike | None = None,
+            profile: str | None = None) -> tuple[list[str], dict[str, dict | None], str | None]:
+    """The table's cells (paper row order), their metrics (``None`` if absent) and the profile.
+
+    ``profile`` (if given) must match every metrics file; otherwise all files must agree.
+    """
+    params_dir = Path(cells_file).parent if cells_file else None
+    cells = [c["id"] for c in list_cells(params_dir) if c["table"] == table]
+    ref = load_reference()[f"table{table}"]
+    ref_cells = [row["cell"] for row in ref["rows"]]
+    if sorted(ref_cells) != sorted(cells):
+        raise ReportError(
+            f"klrpn/reference/paper_tables.yaml: table{table} rows {sorted(ref_cells)} do not match "
+            f"the table-{table} cells of {cells_file or 'params/cells.yaml'}: {sorted(cells)}")
+    schema = _metrics_schema()
+    results_dir = Path(results_dir)
+    found: dict[str, dict | None] = {}
+    seen_profile: tuple[str, Path] | None = (profile, Path("--profile")) if profile else None
+    for cell in ref_cells:
+        path = results_dir / cell / "metrics.json"
+        if not path.is_file():
+            found[cell] = None
+            continue
+        m = load_metrics(path, schema)
+        if m["cell"] != cell:
+            raise ReportError(f"{path}: key 'cell' is {m['cell']!r}, expected {cell!r}")
+        if m["table"] != table:
+            raise ReportError(f"{path}: key 'table' is {m['table']!r}, expected {table}")
+        if seen_profile and m["profile"] != seen_profile[0]:
+            raise ReportError(f"{path}: key 'profile' is {m['profile']!r} but {seen_profile[1]} is "
+                              f"{seen_profile[0]!r}; a table shows one profile")
+        seen_profile = seen_profile or (m["profile"], path)
+        found[cell] = m
+    return ref_cells, found, seen_profile[0] if seen_profile else None
+
+
+# ----------------------------------------------------------------------------------------------
+# table
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return MISSING
+    return f"{x:.{digits}f}"
+
+
+def _digits(header: str) -> int:
+    return {"Param(M)": 2, "Speed(ms)": 0}.get(header, 1)
+
+
+def build_frame(table: int, cells: list[str], metrics: dict[str, dict | None]) -> pd.DataFrame:
+    """Long frame: one row per (cell, column) with ours, paper and diff (NaN where undefined)."""
+    ref = {row["cell"]: row for row in load_reference()[f"table{table}"]["rows"]}
+    records = []
+    for cell in cells:
+        m = metrics[cell]
+        for header, ours_key, paper_key in COLUMNS[table]:
+            ours = _get(m, ours_key) if m is not None else None
+            paper = ref[cell]["values"].get(paper_key) if paper_key else None
+            records.append({
+                "cell": cell, "column": header, "present": m is not None,
+                "ours": float(ours) if ours is not None else math.nan,
+                "paper": float(paper) if paper is not None else math.nan,
+                "ambiguous": bool(paper_key and paper_key in ref[cell].get("ambiguous", [])),
+                "in_paper": paper_key is not None,
+            })
+    frame = pd.DataFrame.from_records(records)
+    frame["diff"] = frame["ours"] - frame["paper"]
+    return frame
+
+
+def _cell_text(r: pd.Series, marks: dict[str, str]) -> str:
+    d = _digits(r["column"])
+    if not r["present"]:
+        ours = MISSING
+    elif math.isnan(r["ours"]):
+        ours = UNDEFINED
+    else:
+        ours = _fmt(r["ours"], d)
+    if not r["in_paper"]:
+        return ours + marks.get("not_in_paper", "")
+    if r["ambiguous"]:
+        paper = "?" + marks.get("ambiguous", "").strip()
+    else:
+        paper = _fmt(r["paper"], d)
+    diff = "" if math.isnan(r["diff"]) else f", {r['diff']:+.{d}f}"
+    return f"{ours} ({paper}{diff})"
+
+
+# ----------------------------------------------------------------------------------------------
+# footnotes
+
+
+def _footnotes(table: int, cells: list[str], metrics: dict[str, dict | None]) -> tuple[list[str], dict[str, str]]:
+    """Deviation footnotes derived from the metrics, and the marks placed in the table."""
+    reference = load_reference()
+    ref = reference[f"table{table}"]
+    splits = reference["splits"]
+    rows = {row["cell"]: row for row in ref["rows"]}
+    present = {c: m for c, m in metrics.items() if m is not None}
+    notes: list[str] = []
+    marks: dict[str, str] = {}
+
+    def add(text: str) -> str:
+        notes.append(text)
+        return f" [{len(notes)}]"
+
+    # test set
+    tests = sorted({m["dataset"]["test"] for m in present.values()})
+    paper_test = splits.get(ref["test_set"], ref["test_set"])
+    if tests and tests != [paper_test]:
+        sizes = ", ".join(f"{m['dataset']['test']}: {m['dataset']['num_test_images']} images"
+                          for m in {m["dataset"]["test"]: m for m in present.values()}.values())
+        marks["test"] = add(
+            f"Evaluated on {', '.join(tests)} ({sizes}); the paper reports {ref['test_set']}."
+            + (" The test-dev evaluation server is not used here, so the numbers are on a "
+               "different image set." if ref["test_set"] == "test-dev" else ""))
+    # training data, per row
+    for cell, m in present.items():
+        ours_train = list(m["dataset"]["train"])
+        paper_name = rows[cell]["train_data"]
+        paper_train = list(splits.get(paper_name, [paper_name]))
+        if sorted(ours_train) != sorted(paper_train):
+            marks[f"train:{cell}"] = add(
+                f"`{cell}` was trained on {' + '.join(ours_train)} (metrics.json `dataset.train`); "
+                f"the paper's row trains on \"{paper_name}\" (= {' + '.join(paper_train)}).")
+    # ambiguity in the source
+    for key, text in ref.get("ambiguities", {}).items():
+        if key in {h for h, _, _ in COLUMNS[table]}:
+            marks["ambiguous"] = add(f"Paper {key} for the marked rows is ambiguous in the source: "
+                                     + " ".join(str(text).split()))
+    # speed device
+    if table == 1:
+        devices = sorted({m["speed"]["device"] for m in present.values()
+                          if m.get("speed") and m["speed"].get("device")})
+        if devices and devices != [ref["speed_device"]]:
+            marks["speed"] = add(
+                f"Speed(ms) measured on {', '.join(devices)}; the paper's on a "
+                f"{ref['speed_device']}. Differences reflect the device, not the method.")
+        missing_paper = [row["cell"] for row in ref["rows"]
+                         if row["values"].get("params_M") is None or row["values"].get("speed_ms") is None]
+        if missing_paper:
+            add(f"The paper prints no Param(M) / Speed(ms) for {', '.join(f'`{c}`' for c in missing_paper)}.")
+        marks["not_in_paper"] = add("AR@1000 (class-agnostic proposal recall, top-1000 proposals) "
+                                    "is ours; the paper does not report it.")
+    if any(m is None for m in metrics.values()):
+        add(f"{MISSING}: no `results/<cell>/metrics.json` for this cell yet (not run, or not finished).")
+    if any(_has_null(m, table) for m in present.values()):
+        add(f"{UNDEFINED}: the metric is undefined on our test split (null in metrics.json, e.g. no "
+            "object of that size).")
+    return notes, marks
+
+
+def _has_null(m: dict, table: int) -> bool:
+    return any(_get(m, key) is None for _, key, _ in COLUMNS[table])
+
+
+# ----------------------------------------------------------------------------------------------
+# render
+
+
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("klrpn", "templates"),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    return env.get_template("table.md.j2")
+
+
+def render_table(table: int, results_dir: str | os.PathLike = "results",
+                 cells_file: str | os.PathLike | None = None, profile: str | None = None) -> str:
+    """The markdown of reports/table{1,2}.md."""
+    if table not in COLUMNS:
+        raise ReportError(f"unknown table {table!r}; expected 1 or 2")
+    cells, metrics, profile = collect(table, results_dir, cells_file, profile)
+    ref = load_reference()[f"table{table}"]
+    rows_ref = {row["cell"]: row for row in ref["rows"]}
+    frame = build_frame(table, cells, metrics)
+    notes, marks = _footnotes(table, cells, metrics)
+
+    headers = ["Method", "Backbone", "Region proposal", "Train data"] + [h for h, _, _ in COLUMNS[table]]
+    body = []
+    for cell in cells:
+        row = rows_ref[cell]
+        m = metrics[cell]
+        train = " + ".join(m["dataset"]["train"]) if m else row["train_data"]
+        train += marks.get(f"train:{cell}", "")
+        cells_text = frame[frame["cell"] == cell].apply(lambda r: _cell_text(r, marks), axis=1).tolist()
+        body.append([row["method"], row["backbone"], row["proposal"], train] + cells_text)
+    if "test" in marks:
+        headers[4] += marks["test"]
+    if "speed" in marks:
+        i = headers.index("Speed(ms)")
+        headers[i] += marks["speed"]
+
+    provenance = []
+    for cell in cells:
+        m = metrics[cell]
+        if m is None:
+            continue
+        p = m["provenance"]
+        provenance.append({
+            "cell": cell,
+            "commit": (p["git_commit"] or "?")[:12] + (" (dirty)" if p.get("git_dirty") else ""),
+            "params_hash": (p["params_hash"] or "")[:12],
+            "seed": p.get("seed"),
+            "iters": p.get("train_iters"),
+            "wall": _fmt(p.get("wall_time_s"), 0),
+            "hardware": p.get("hardware") or MISSING,
+            "speed_device": (m.get("speed") or {}).get("device") or MISSING,
+            "date": p.get("date") or MISSING,
+            "versions": f"torch {p.get('torch')}, torchvision {p.get('torchvision')}",
+            "test": f"{m['dataset']['test']} ({m['dataset']['num_test_images']} images)",
+        })
+    return _template().render(
+        table=table, title=ref["title"], caption=" ".join(ref["caption"].split()),
+        profile=profile, headers=headers, rows=body, notes=notes, provenance=provenance,
+        n_present=sum(m is not None for m in metrics.values()), n_cells=len(cells),
+        legend_diff="ours (paper, ours − paper)",
+    )
+
+
+def write_table(table: int, out: str | os.PathLike, results_dir: str | os.PathLike = "results",
+                cells_file: str | os.PathLike | None = None, profile: str | None = None) -> Path:
+    text = render_table(table, results_dir, cells_file, profile)
+    atomic_write_text(out, text)
+    return Path(out)

@@ -1,0 +1,29 @@
+# Figure 3 (paper §3.2): offsets of high- vs low-objectness proposals, RPN vs KL-RPN.
+
+
+rule figure3:
+    input:
+        rpn=f"{RESULTS}/{config['figure3']['rpn']}/model_final.pt",
+        klrpn=f"{RESULTS}/{config['figure3']['klrpn']}/model_final.pt",
+        data=[ancient(f) for f in data_inputs(config["figure3"]["rpn"])],
+    output:
+        md=f"{REPORTS}/figure3.md",
+        png=f"{REPORTS}/figure3.png",
+        csv=f"{REPORTS}/figure3.csv",
+    log:
+        f"{LOGS}/figure3.log",
+    params:
+        rpn=lambda wildcards, input: os.path.dirname(input.rpn),
+        klrpn=lambda wildcards, input: os.path.dirname(input.klrpn),
+        out=lambda wildcards, output: os.path.dirname(output.md),
+        num_images=config["figure3"]["num_images"],
+        device=config["figure3"]["device"],
+    threads: config["resources"]["figure3"]["threads"]
+    resources:
+        mem_mb=config["resources"]["figure3"]["mem_mb"],
+        runtime=config["resources"]["figure3"]["runtime"],
+    conda:
+        "../envs/klrpn.yaml"
+    shell:
+        "python -m klrpn.cli figure3 --rpn {params.rpn} --klrpn {params.klrpn} --out {params.out}"
+        " --num-images {params.num_images} --device {params.device} > {log} 2>&1"

@@ -1,0 +1,27 @@
+# Evaluation: results/<cell>/metrics.json (the only thing the reports read) and detections.json.
+
+
+rule evaluate:
+    input:
+        model=f"{RESULTS}/{{cell}}/model_final.pt",
+        data=lambda wildcards: [ancient(f) for f in data_inputs(wildcards.cell)],
+    output:
+        metrics=f"{RESULTS}/{{cell}}/metrics.json",
+        detections=f"{RESULTS}/{{cell}}/detections.json",
+    log:
+        f"{LOGS}/evaluate/{{cell}}.log",
+    params:
+        profile=PROFILE,
+        out=lambda wildcards, output: os.path.dirname(output.metrics),
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        gpu=lambda wildcards: min(1, cell_gpus(wildcards.cell)),
+        mem_mb=evaluate_resource("mem_mb"),
+        runtime=evaluate_resource("runtime"),
+    wildcard_constraints:
+        cell="|".join(CELLS),
+    conda:
+        "../envs/klrpn.yaml"
+    shell:
+        "python -m klrpn.cli evaluate {wildcards.cell} --profile {params.profile} --out {params.out}"
+        " > {log} 2>&1"

@@ -1,0 +1,31 @@
+# Training: one job per cell. Inputs are the cell's data and exactly the params files merged into
+# its configuration (so editing params/cells/<cell>.yaml retrains that cell only). `klrpn train`
+# resumes from results/<cell>/checkpoints/ (deliberately not a declared output, so neither a
+# failed attempt nor a requeued SLURM job loses it); train_log.csv is appended on resume
+# (update()). It claims its GPUs itself (Snakemake does not set CUDA_VISIBLE_DEVICES locally).
+
+
+rule train:
+    input:
+        data=lambda wildcards: [ancient(f) for f in data_inputs(wildcards.cell)],
+        params=lambda wildcards: params_files(wildcards.cell),
+    output:
+        model=f"{RESULTS}/{{cell}}/model_final.pt",
+        curves=update(f"{RESULTS}/{{cell}}/train_log.csv"),
+    log:
+        f"{LOGS}/train/{{cell}}.log",
+    params:
+        profile=PROFILE,
+        out=lambda wildcards, output: os.path.dirname(output.model),
+    threads: train_threads
+    resources:
+        gpu=lambda wildcards: cell_gpus(wildcards.cell),
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
+    wildcard_constraints:
+        cell="|".join(CELLS),
+    conda:
+        "../envs/klrpn.yaml"
+    shell:
+        "python -m klrpn.cli train {wildcards.cell} --profile {params.profile} --out {params.out}"
+        " > {log} 2>&1"
