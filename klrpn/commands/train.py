@@ -1,0 +1,34 @@
+"""``klrpn train CELL``: train one cell into ``--out`` (resumes from its newest checkpoint)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train one cell (resumable; see docs/training.md)",
+                              description=__doc__)
+    p.add_argument("cell", help="cell id from params/cells.yaml")
+    p.add_argument("--profile", default="paper", help="paper (default) or smoke")
+    p.add_argument("--out", default=None, help="output folder (default results/CELL)")
+    p.add_argument("--params", default=None, help="params folder (default $KLRPN_PARAMS or ./params)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N (default: CUDA when the cell has train.gpus > 0 and a GPU exists)")
+    p.add_argument("--amp", choices=["bf16", "fp16", "off"], default=None,
+                   help="autocast dtype on CUDA (default: train.amp, bf16 where supported)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from klrpn.checkpoint import CheckpointError
+    from klrpn.config import ParamsError
+    from klrpn.gpu import GPUClaimError
+    from klrpn.train import DivergenceError, train_cell
+
+    try:
+        return train_cell(args.cell, args.profile, args.out, params_dir=args.params,
+                          device=args.device, amp=args.amp)
+    except (ParamsError, CheckpointError, GPUClaimError, DivergenceError, FileNotFoundError) as e:
+        print(f"klrpn train: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,109 @@
+"""One process per GPU through ``torchrun``; the helpers the loop needs and nothing more.
+
+``klrpn train`` started by hand for a cell with ``train.gpus > 1`` claims its GPUs
+(:mod:`klrpn.gpu`) and re-launches itself under ``python -m torch.distributed.run
+--standalone --nproc_per_node N`` with ``CUDA_VISIBLE_DEVICES`` set to the claimed devices;
+each worker then sees ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` and joins the process group.
+Started under ``torchrun`` directly, the job uses the devices it was given as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def under_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def world_from_env() -> World:
+    if not under_torchrun():
+        return World()
+    return World(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]),
+                 int(os.environ["WORLD_SIZE"]))
+
+
+def init(world: World, device: torch.device) -> None:
+    """Join the process group (NCCL on CUDA, gloo on CPU) when there is more than one process."""
+    if world.size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend, **kwargs)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Average a tensor over the processes (identity for one process)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        x /= dist.get_world_size()
+    return x
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is true on any process (so every process stops at the same step)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([int(flag)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+    return flag
+
+
+def gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` for one process)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def launch(nproc: int, argv: list[str], visible_devices: str | None) -> int:
+    """Run ``python -m klrpn.cli *argv`` under torchrun with ``nproc`` workers; forward
+    SIGTERM/SIGINT to it (torchrun passes them to the workers) and return its exit status."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "klrpn.cli", *argv]
+    env = dict(os.environ)
+    if visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible_devices
+    proc = subprocess.Popen(cmd, env=env)
+    previous = {}
+
+    def forward(signum, _frame):
+        proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, forward)
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

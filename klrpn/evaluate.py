@@ -1,0 +1,309 @@
+"""Evaluation: ``results/CELL/model_final.pt`` -> ``metrics.json`` and ``detections.json``.
+
+:func:`evaluate_cell` runs the trained detector over the cell's test split one image at a time
+(fp32), scores the detections (COCO AP suite or VOC07 mAP) and the proposals (AR@100/300/1000),
+counts parameters, times inference, and writes ``metrics.json`` (schema:
+``klrpn/schemas/metrics.schema.json``, documented in docs/metrics-json.md) atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from klrpn import checkpoint as ckpt
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "metrics.schema.json"
+
+
+# --- provenance ---------------------------------------------------------------------------------
+
+def git_state(repo_dir: Path | str | None = None) -> dict:
+    """``{"git_commit": sha or None, "git_dirty": bool or None}`` of the checkout holding the
+    package. Dirty means tracked files differ from the commit (untracked files are ignored:
+    data/ and results/ live in the checkout)."""
+    repo_dir = Path(repo_dir or Path(__file__).resolve().parents[1])
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo_dir), *args], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": dirty}
+
+
+def hardware(device: torch.device, world_size: int = 1) -> str:
+    """E.g. ``"4 x NVIDIA H100 80GB HBM3"`` or ``"cpu: <model>, 2 threads"``."""
+    from klrpn.metrics.model_stats import device_name
+
+    name = device_name(device)
+    return f"{world_size} x {name}" if world_size > 1 else name
+
+
+def provenance_at_train(device: torch.device, world_size: int, amp: torch.dtype | None) -> dict:
+    """What ``model_final.pt`` records about how it was trained."""
+    import torchvision
+
+    return {**git_state(), "hardware": hardware(device, world_size), "world_size": world_size,
+            "amp": str(amp).replace("torch.", "") if amp is not None else "off",
+            "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- dataset manifest ---------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def annotation_files(cfg: dict) -> list[tuple[str, Path]]:
+    """``[(path relative to dataset.root, path)]`` of the annotation files of the train and test
+    sets. COCO: ``annotations/instances_<set>.json`` (``image_info_<set>.json`` for test sets).
+    VOC: each ``VOC<year>/ImageSets/Main/<set>.txt`` and every ``Annotations/<id>.xml`` it lists."""
+    from klrpn.data.coco import coco_paths
+    from klrpn.data.voc import parse_image_set
+
+    d = cfg["dataset"]
+    root = Path(d["root"])
+    sets = list(dict.fromkeys([*d["train"], d["test"]]))
+    files: dict[str, Path] = {}
+    for name in sets:
+        if d["format"] == "coco":
+            paths = [coco_paths(root, name)[0]]
+        else:
+            year, image_set = parse_image_set(name)
+            base = root / f"VOC{year}"
+            listing = base / "ImageSets" / "Main" / f"{image_set}.txt"
+            if not listing.is_file():
+                raise FileNotFoundError(f"{listing}: VOC image set not found (dataset.root)")
+            paths = [listing] + [base / "Annotations" / f"{s}.xml" for s in listing.read_text().split()]
+        for p in paths:
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: annotation file not found (dataset.root {root})")
+            files[p.relative_to(root).as_posix()] = p
+    return sorted(files.items())
+
+
+def manifest_sha256(cfg: dict) -> str:
+    """sha256 of the lines ``"<relative path>\\t<sha256 of the file>\\n"`` over
+    :func:`annotation_files`, sorted by path: changes when any annotation or listing changes."""
+    h = hashlib.sha256()
+    for rel, path in annotation_files(cfg):
+        h.update(f"{rel}\t{sha256_file(path)}\n".encode())
+    return h.hexdigest()
+
+
+# --- inference ----------------------------------------------------------------------------------
+
+@torch.no_grad()
+def predict(model, dataset, device: torch.device, *, num_workers: int = 0,
+            progress: bool = True) -> tuple[dict, dict]:
+    """``(detections, proposals)``, each ``{image_id: {...}}`` on the CPU: detections
+    ``{"boxes","labels","scores"}``, proposals ``{"boxes","scores"}`` (``model.propose``)."""
+    from tqdm import tqdm
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=num_workers,
+                                         collate_fn=lambda batch: batch[0])
+    model.eval()
+    detections, proposals = {}, {}
+    for image, target in tqdm(loader, total=len(dataset), desc="evaluate", disable=not progress,
+                              mininterval=5.0):
+        image = image.to(device)
+        det = model([image])[0]
+        prop = model.propose([image])[0]
+        image_id = int(target["image_id"])
+        detections[image_id] = {k: det[k].detach().cpu() for k in ("boxes", "labels", "scores")}
+        proposals[image_id] = {k: prop[k].detach().cpu() for k in ("boxes", "scores")}
+    return detections, proposals
+
+
+def coco_results(dataset, detections: dict) -> list[dict]:
+    """COCO result dicts: through the dataset's category ids (COCO) or label = category (VOC)."""
+    from klrpn.metrics.coco_eval import to_coco_results
+
+    if hasattr(dataset, "to_coco_results"):
+        return dataset.to_coco_results(detections)
+    return to_coco_results(detections, list(range(1, dataset.num_classes + 1)))
+
+
+def latency(model, dataset, cfg: dict, device: torch.device) -> dict:
+    """Median ms/image over the first ``eval.latency_images`` test images."""
+    from klrpn.metrics.model_stats import inference_latency
+
+    n = min(cfg["eval"]["latency_images"], len(dataset))
+    images = [dataset[i][0] for i in range(n)]
+    timed = inference_latency(model, images, warmup=cfg["eval"]["latency_warmup"], iters=1,
+                              device=device)
+    return {"ms_per_image": float(timed["ms_per_image"]), "device": timed["device"]}
+
+
+# --- metrics.json -------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def metrics_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate_metrics(doc: dict, where: str = "metrics.json") -> None:
+    """Raise ValueError naming the first key of ``doc`` that breaks the schema."""
+    import jsonschema
+
+    errors = sorted(jsonschema.Draft202012Validator(metrics_schema()).iter_errors(doc),
+                    key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        e = errors[0]
+        key = ".".join(map(str, e.absolute_path)) or "(top level)"
+        raise ValueError(f"{where}: key {key!r}: {e.message}")
+
+
+def plain(x):
+    """``x`` with numpy / torch scalars as Python numbers and NaN as None (JSON-safe)."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def write_json(path: Path, doc) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dict,
+                     proposals: dict, params: int, speed: dict, eval_wall_time_s: float) -> dict:
+    import torchvision
+
+    m, d = cfg["model"], cfg["dataset"]
+    train_prov = dict(final.get("provenance") or {})
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cell": cfg["cell"], "profile": cfg["profile"], "table": cfg["table"],
+        "detector": m["detector"], "backbone": m["backbone"], "proposal": m["proposal"],
+        "dataset": {"name": d["name"], "train": list(d["train"]), "test": d["test"],
+                    **dataset_info},
+        "metrics": plain(metrics),
+        "proposals": plain(proposals),
+        "params": int(params), "params_M": round(params / 1e6, 2),
+        "speed": speed,
+        "provenance": {
+            **git_state(), "params_hash": cfg["params_hash"], "seed": cfg["seed"],
+            "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "wall_time_s": round(float(final.get("wall_time_s", 0.0)), 3),
+            "eval_wall_time_s": round(eval_wall_time_s, 3),
+            "train_iters": int(final["iteration"]), "date": utc_now(),
+            "hardware": train_prov.get("hardware", "unknown"),
+            "train": plain(train_prov),
+        },
+    }
+
+
+METRIC_OF_FORMAT = {"coco": "coco", "voc": "voc07"}
+
+
+def check_metric(cfg: dict) -> None:
+    """``eval.metric`` must be the one the dataset's evaluator computes (COCO AP suite for COCO
+    files, VOC07 mAP for VOCdevkit); a clear error otherwise."""
+    fmt, metric = cfg["dataset"]["format"], cfg["eval"]["metric"]
+    if METRIC_OF_FORMAT.get(fmt) != metric:
+        raise ValueError(f"{cfg['cell']}: eval.metric {metric!r} does not fit dataset.format "
+                         f"{fmt!r} (expected {METRIC_OF_FORMAT.get(fmt)!r})")
+
+
+def eval_device(cfg: dict, device: str | None):
+    """``(torch.device, claim or None)``: ``device`` if given, else one claimed GPU when the
+    cell trains on GPUs and one is present, else the CPU."""
+    from klrpn import gpu
+
+    if device is not None:
+        return torch.device(device), None
+    if cfg["train"]["gpus"] > 0 and torch.cuda.is_available():
+        claim = gpu.acquire(1)
+        return torch.device(f"cuda:{claim.ids[0]}"), claim
+    return torch.device("cpu"), None
+
+
+def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None = None, *,
+                  params_dir=None, device: str | None = None, progress: bool = True,
+                  log=print) -> dict:
+    """Evaluate the trained cell in ``out_dir`` (default ``results/CELL``); write and return
+    its metrics document."""
+    from klrpn.config import load_cell
+    from klrpn.data import build_dataset
+    from klrpn.metrics.model_stats import count_parameters
+    from klrpn.models import build_model
+
+    start = time.perf_counter()
+    cfg_now = load_cell(cell_id, profile, params_dir)
+    out_dir = Path(out_dir or Path("results") / cell_id)
+    final = ckpt.load_final(out_dir)
+    cfg = final["cfg"]
+    if cfg.get("params_hash") != cfg_now["params_hash"]:
+        raise ckpt.CheckpointError(
+            f"{out_dir / ckpt.FINAL_NAME} was trained with params hash {cfg.get('params_hash')!r} "
+            f"but {cell_id} ({profile}) now resolves to {cfg_now['params_hash']!r}: retrain it")
+    check_metric(cfg)
+    dev, claim = eval_device(cfg, device)
+    try:
+        model = build_model(cfg, load_pretrained=False)
+        model.load_state_dict(final["model"])
+        model.to(dev).eval()
+        dataset = build_dataset(cfg, "test", train=False)
+        log(f"{cell_id}: evaluating {len(dataset)} {cfg['dataset']['test']} images on {dev}")
+        detections, proposals = predict(model, dataset, dev, num_workers=cfg["train"]["num_workers"],
+                                        progress=progress)
+        metrics = dataset.evaluate(detections)
+        recall = dataset.proposal_recall(proposals)
+        results = coco_results(dataset, detections)
+        write_json(out_dir / "detections.json", results)
+        if cfg["dataset"]["format"] == "coco":
+            from klrpn.metrics.coco_eval import results_filename
+            name = results_filename(cell_id.replace("_", "-"), cfg["dataset"]["test"])
+            write_json(out_dir / name, results)
+        speed = latency(model, dataset, cfg, dev)
+        params = count_parameters(model)
+    finally:
+        if claim is not None:
+            claim.release()
+    doc = metrics_document(
+        cfg, final, metrics=metrics, proposals=recall, params=params, speed=speed,
+        dataset_info={"num_test_images": len(dataset), "manifest_sha256": manifest_sha256(cfg)},
+        eval_wall_time_s=time.perf_counter() - start)
+    validate_metrics(doc, str(out_dir / "metrics.json"))
+    write_json(out_dir / "metrics.json", doc)
+    log(f"wrote {out_dir / 'metrics.json'}: {summary(doc)}")
+    return doc
+
+
+def summary(doc: dict) -> str:
+    m = doc["metrics"]
+    head = f"AP {m['AP']}" if "AP" in m else f"mAP {m['mAP']}"
+    return (f"{head}, AR@300 {doc['proposals']['AR@300']}, {doc['params_M']} M params, "
+            f"{doc['speed']['ms_per_image']:.1f} ms/image on {doc['speed']['device']}")

@@ -1,0 +1,541 @@
+"""Training: one cell from its params to ``results/CELL/model_final.pt``.
+
+The loop (:func:`train_loop`) is the whole story; everything else builds its arguments:
+
+    for each batch:                              (the loader resumes at start_iter by itself)
+        losses = model(images, targets)          (autocast on CUDA when train.amp)
+        stop if any loss term is NaN/inf         (DivergenceError names iteration and term)
+        backward, clip (train.grad_clip_norm), optimizer step, scheduler step
+        log a CSV row (+ TensorBoard), progress bar
+        checkpoint every train.checkpoint_every iterations, at the end, and on SIGTERM
+
+Iteration N means the N-th optimiser step; ``checkpoints/iter_N.pt`` holds the state after it.
+Rerunning :func:`train_cell` continues from the newest checkpoint: model, optimiser, scheduler,
+scaler, RNG states, and the loader replays its deterministic stream up to ``start_iter``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from klrpn import checkpoint as ckpt
+from klrpn import distributed as dist_utils
+from klrpn.distributed import World
+
+SIGTERM_EXIT = 128 + signal.SIGTERM
+
+
+class DivergenceError(FloatingPointError):
+    """A loss term became NaN or infinite."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM/SIGINT arrived; a checkpoint was written at ``iteration``."""
+
+    def __init__(self, iteration: int, path: Path | None):
+        super().__init__(f"interrupted at iteration {iteration}; checkpoint {path}")
+        self.iteration, self.path = iteration, path
+
+
+# --- optimiser and schedule ---------------------------------------------------------------------
+
+def is_bias(name: str) -> bool:
+    return name == "bias" or name.endswith(".bias")
+
+
+def build_optimizer(model: torch.nn.Module, train: dict) -> torch.optim.Optimizer:
+    """SGD with momentum or Adam over the trainable parameters, in two groups as the baseline
+    (jwyang/faster-rcnn.pytorch trainval_net.py): weights at ``lr`` with ``weight_decay``;
+    biases at ``lr * (2 if double_bias)`` with weight decay only if ``bias_decay``."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("the model has no trainable parameters")
+    lr, wd = float(train["lr"]), float(train["weight_decay"])
+    weights = [p for n, p in named if not is_bias(n)]
+    biases = [p for n, p in named if is_bias(n)]
+    groups = []
+    if weights:
+        groups.append({"params": weights, "lr": lr, "weight_decay": wd})
+    if biases:
+        groups.append({"params": biases, "lr": lr * (2.0 if train["double_bias"] else 1.0),
+                       "weight_decay": wd if train["bias_decay"] else 0.0})
+    if train["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=float(train["momentum"]))
+    if train["optimizer"] == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=tuple(float(b) for b in train["adam_betas"]))
+    raise ValueError(f"train.optimizer: unknown optimizer {train['optimizer']!r} (sgd or adam)")
+
+
+def iters_per_epoch(num_images: int, batch_size: int, flip: bool) -> int:
+    """Baseline epoch length: its roidb holds every image plus, with flipping, its mirror
+    (TRAIN.USE_FLIPPED), and ``iters_per_epoch = int(len(roidb) / batch_size)``."""
+    ipe = (num_images * (2 if flip else 1)) // batch_size
+    if ipe < 1:
+        raise ValueError(f"an epoch of {num_images} images is shorter than one batch of {batch_size}")
+    return ipe
+
+
+def schedule_in_iters(schedule: dict, ipe: int | None) -> tuple[int, list[int]]:
+    """``(max_iter, lr step iterations)`` from ``train.schedule`` (``ipe`` for unit epoch)."""
+    if schedule["unit"] == "iter":
+        return int(schedule["length"]), [int(s) for s in schedule["steps"]]
+    if ipe is None:
+        raise ValueError("train.schedule.unit is 'epoch' but the epoch length is unknown")
+    return int(schedule["length"]) * ipe, [int(s) * ipe for s in schedule["steps"]]
+
+
+def lr_factor(it: int, *, steps: list[int], gamma: float, warmup_iters: int,
+              warmup_factor: float) -> float:
+    """Multiplier of the base lr for the step after ``it`` finished steps: linear warm-up from
+    ``warmup_factor`` over ``warmup_iters``, times ``gamma`` per decay step already passed."""
+    factor = gamma ** sum(1 for s in steps if it >= s)
+    if it < warmup_iters:
+        alpha = it / warmup_iters
+        factor *= warmup_factor * (1 - alpha) + alpha
+    return factor
+
+
+def build_scheduler(optimizer, schedule: dict, steps: list[int]) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(it: int) -> float:
+        return lr_factor(it, steps=steps, gamma=float(schedule["gamma"]),
+                         warmup_iters=int(schedule["warmup_iters"]),
+                         warmup_factor=float(schedule["warmup_factor"]))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def amp_dtype(enabled: bool, device: torch.device, choice: str | None = None) -> torch.dtype | None:
+    """Autocast dtype on CUDA (None = fp32): ``choice`` ("bf16" | "fp16" | "off", the --amp
+    option) if given, else when ``enabled`` (train.amp) bf16 where supported, else fp16."""
+    if device.type != "cuda" or choice == "off":
+        return None
+    if choice is not None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+    if not enabled:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+# --- logging ------------------------------------------------------------------------------------
+
+class TrainLog:
+    """``train_log.csv`` (mandatory), TensorBoard events (when importable), a progress bar.
+    Only the main process writes. On resume, rows after ``start_iter`` (written by the
+    interrupted run after its last checkpoint) are dropped."""
+
+    def __init__(self, out_dir: Path, *, start_iter: int, max_iter: int, enabled: bool = True,
+                 progress: bool = True):
+        self.enabled = enabled
+        self.path = Path(out_dir) / "train_log.csv"
+        self.columns: list[str] | None = None
+        self.file = self.writer = self.tb = self.bar = None
+        if not enabled:
+            return
+        if self.path.exists():
+            self._truncate(start_iter)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start_iter + 1)
+        except ImportError:
+            self.tb = None
+        if progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=max_iter, initial=start_iter, unit="it", dynamic_ncols=True,
+                            mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+    def _truncate(self, start_iter: int) -> None:
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        self.columns = rows[0]
+        kept = [r for r in rows[1:] if r and int(r[0]) <= start_iter]
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([self.columns] + kept)
+        os.replace(tmp, self.path)
+
+    def log(self, iteration: int, lr: float, losses: dict[str, float], images_per_s: float) -> None:
+        if not self.enabled:
+            return
+        row = {"iteration": iteration, "lr": lr, **losses, "images_per_s": images_per_s}
+        if self.file is None:
+            if self.columns is None:
+                self.columns = list(row)
+                new = True
+            else:
+                new = False
+                if set(self.columns) != set(row):
+                    raise ValueError(f"{self.path}: columns {self.columns} differ from this run's "
+                                     f"{list(row)}; use a fresh --out folder")
+            self.file = open(self.path, "a" if not new else "w", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=self.columns)
+            if new:
+                self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "iteration":
+                    self.tb.add_scalar(f"train/{key}", value, iteration)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{losses['total']:.4f}", lr=f"{lr:.2e}",
+                                 img_s=f"{images_per_s:.1f}", refresh=False)
+            self.bar.update(iteration - self.bar.n)
+
+    def close(self) -> None:
+        for thing in (self.file, self.tb, self.bar):
+            if thing is not None:
+                thing.close()
+
+
+# --- signals ------------------------------------------------------------------------------------
+
+class StopFlag:
+    """Set by SIGTERM (SLURM pre-emption) or SIGINT; the loop checkpoints and stops."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+@dataclass
+class LoopSettings:
+    max_iter: int
+    checkpoint_every: int
+    grad_clip_norm: float | None = None
+    amp_dtype: torch.dtype | None = None
+    params_hash: str = ""
+    images_per_step: int = 1           # global batch, for images/s
+    progress: bool = True
+    cfg: dict = field(default_factory=dict)  # stored in model_final.pt
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def to_device(images, targets, device: torch.device):
+    images = [im.to(device, non_blocking=True) for im in images]
+    targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def check_finite(names: list[str], values: list[float], iteration: int, out_dir: Path) -> None:
+    """Raise :class:`DivergenceError` naming the iteration and the first non-finite term."""
+    bad = [(n, v) for n, v in zip(names, values) if not math.isfinite(v)]
+    if bad:
+        name, value = bad[0]
+        latest = ckpt.find_latest(out_dir)
+        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written yet"
+        raise DivergenceError(f"training diverged at iteration {iteration}: loss term {name!r} is "
+                              f"{value} ({', '.join(f'{n}={v:.4g}' for n, v in zip(names, values))}); "
+                              f"stopped; {kept}")
+
+
+def save_checkpoint(out_dir: Path, iteration: int, model, optimizer, scheduler, scaler,
+                    world: World, settings: LoopSettings, wall_time_s: float) -> Path | None:
+    """All ranks gather their RNG states; rank 0 writes ``iter_N.pt`` and prunes old ones."""
+    rng = dist_utils.gather_objects(ckpt.capture_rng())
+    path = None
+    if world.is_main:
+        path = ckpt.atomic_save({
+            "iteration": iteration,
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng,
+            "world_size": world.size,
+            "params_hash": settings.params_hash,
+            "wall_time_s": wall_time_s,
+        }, ckpt.checkpoint_path(out_dir, iteration))
+        ckpt.prune(out_dir)
+    dist_utils.barrier()
+    return path
+
+
+def forward_losses(model, images, targets, amp: torch.dtype | None):
+    """``(total loss tensor, names, values)``: the model's loss terms and their sum, averaged
+    over the processes for logging (one device sync)."""
+    with torch.autocast(images[0].device.type, dtype=amp, enabled=amp is not None):
+        losses = model(images, targets)
+    total = sum(losses.values())
+    values = dist_utils.mean_over_ranks(torch.stack([*losses.values(), total]).detach().float())
+    return total, [*losses, "total"], values.tolist()
+
+
+def apply_update(total, optimizer, scaler, params, grad_clip_norm: float | None) -> None:
+    """Backward (scaled for fp16), optional gradient-norm clipping, optimiser step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    if grad_clip_norm:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def train_loop(model, optimizer, scheduler, scaler, batches, *, out_dir: Path, start_iter: int,
+               settings: LoopSettings, device: torch.device, world: World = World(),
+               stop: StopFlag | None = None, wall_time_s: float = 0.0) -> tuple[int, float]:
+    """Run optimiser steps ``start_iter+1 .. settings.max_iter``; returns
+    ``(last iteration, accumulated wall time)``. ``batches`` yields ``(images, targets)`` from
+    ``start_iter`` on. Raises :class:`DivergenceError` or :class:`TrainingInterrupted`."""
+    out_dir = Path(out_dir)
+    stop = stop or StopFlag()
+    params = [p for p in unwrap(model).parameters() if p.requires_grad]
+    log = TrainLog(out_dir, start_iter=start_iter, max_iter=settings.max_iter,
+                   enabled=world.is_main, progress=settings.progress)
+    segment_start = time.perf_counter()
+    it, batch_iter = start_iter, iter(batches)
+    model.train()
+    try:
+        while it < settings.max_iter:
+            t0 = time.perf_counter()
+            images, targets = to_device(*next(batch_iter), device)
+            total, names, values = forward_losses(model, images, targets, settings.amp_dtype)
+            check_finite(names, values, it + 1, out_dir)
+            apply_update(total, optimizer, scaler, params, settings.grad_clip_norm)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            it += 1
+
+            log.log(it, lr, dict(zip(names, values)),
+                    settings.images_per_step / max(time.perf_counter() - t0, 1e-9))
+            stopping = dist_utils.any_rank(stop.requested, device)
+            if it % settings.checkpoint_every == 0 or it == settings.max_iter or stopping:
+                elapsed = wall_time_s + time.perf_counter() - segment_start
+                path = save_checkpoint(out_dir, it, model, optimizer, scheduler, scaler, world,
+                                       settings, elapsed)
+                if stopping:
+                    raise TrainingInterrupted(it, path)
+    finally:
+        log.close()
+    return it, wall_time_s + time.perf_counter() - segment_start
+
+
+def resume(out_dir: Path, model, optimizer, scheduler, scaler, *, params_hash: str,
+           world: World = World(), seed: int = 0, log=print) -> tuple[int, float]:
+    """Load the newest checkpoint of ``out_dir`` into the objects; ``(iteration, wall time)``,
+    or ``(0, 0.0)`` and per-rank seeding when there is none."""
+    if world.is_main:
+        ckpt.clean_partial(out_dir)
+    dist_utils.barrier()
+    path = ckpt.find_latest(out_dir)
+    if path is None:
+        seed_everything(seed + world.rank)
+        return 0, 0.0
+    state = ckpt.load(path)
+    if state.get("params_hash") != params_hash:
+        raise ckpt.CheckpointError(
+            f"{path} was written with params hash {state.get('params_hash')!r} but the config now "
+            f"resolves to {params_hash!r}: restore the params or train into a fresh --out folder")
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    iteration = int(state["iteration"])
+    if len(state["rng"]) == world.size:
+        ckpt.restore_rng(state["rng"][world.rank])
+    else:
+        log(f"{path}: written by {len(state['rng'])} process(es), resuming with {world.size}: "
+            "random streams are re-seeded (the run stays valid but not bitwise reproducible)")
+        seed_everything(seed + world.rank + 1000003 * iteration)
+    log(f"resuming from {path} (iteration {iteration})")
+    return iteration, float(state["wall_time_s"])
+
+
+def fit(model, optimizer, scheduler, scaler, make_batches, *, out_dir: Path | str,
+        settings: LoopSettings, device: torch.device, world: World = World(), seed: int = 0,
+        provenance: dict | None = None, log=print) -> Path:
+    """Resume (if possible), run the loop, write ``model_final.pt``. ``make_batches(start_iter)``
+    returns the batch iterable for this rank starting after ``start_iter`` steps."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start_iter, wall = resume(out_dir, model, optimizer, scheduler, scaler,
+                              params_hash=settings.params_hash, world=world, seed=seed, log=log)
+    with StopFlag() as stop:
+        it, wall = train_loop(model, optimizer, scheduler, scaler, make_batches(start_iter),
+                              out_dir=out_dir, start_iter=start_iter, settings=settings,
+                              device=device, world=world, stop=stop, wall_time_s=wall)
+    final = out_dir / ckpt.FINAL_NAME
+    if world.is_main:
+        state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+        ckpt.save_final(out_dir, state, settings.cfg, it, wall_time_s=wall,
+                        provenance=provenance or {})
+        log(f"wrote {final} (iteration {it}, {wall:.1f} s of training)")
+    dist_utils.barrier()
+    return final
+
+
+# --- one cell -----------------------------------------------------------------------------------
+
+def pick_device(cfg: dict, device: str | None) -> str:
+    """"cpu" or "cuda" for this cell: ``device`` if given, else CUDA when train.gpus > 0 and a
+    GPU is present."""
+    if device is not None:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"--device {device}: CUDA is not available on this machine")
+        return device
+    return "cuda" if cfg["train"]["gpus"] > 0 and torch.cuda.is_available() else "cpu"
+
+
+def gpus_to_use(cfg: dict, available: int, log=print) -> int:
+    """How many GPUs (processes) to train on: the cell's ``train.gpus``, or fewer when the
+    machine has fewer (the global batch stays ``train.batch_size``)."""
+    wanted, batch = cfg["train"]["gpus"], cfg["train"]["batch_size"]
+    n = max(1, min(wanted, available))
+    if batch % n:
+        raise ValueError(f"train.batch_size {batch} cannot be split over the {n} GPU(s) available")
+    if n < wanted:
+        log(f"{cfg['cell']}: the cell asks for {wanted} GPUs, {available} available: training on "
+            f"{n} with {batch // n} image(s) each (global batch {batch} unchanged)")
+    return n
+
+
+def train_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None = None, *,
+               params_dir=None, device: str | None = None, amp: str | None = None,
+               log=print) -> int:
+    """Train one cell into ``out_dir`` (default ``results/CELL``); returns an exit status.
+
+    Under torchrun, this process is one worker. Otherwise it picks the device, claims GPUs
+    (:mod:`klrpn.gpu`) and either trains in this process (CPU or one GPU) or re-launches itself
+    under torchrun with one process per claimed GPU.
+    """
+    from klrpn.config import load_cell
+    from klrpn import gpu
+
+    cfg = load_cell(cell_id, profile, params_dir)
+    out_dir = Path(out_dir or Path("results") / cell_id)
+    if already_trained(out_dir, cfg, log):
+        return 0
+    if dist_utils.under_torchrun():
+        world = dist_utils.world_from_env()
+        dev = torch.device(f"cuda:{world.local_rank}") if pick_device(cfg, device) != "cpu" \
+            else torch.device("cpu")
+        return run_cell(cfg, out_dir, dev, world, amp, log)
+    kind = pick_device(cfg, device)
+    if kind == "cpu":
+        return run_cell(cfg, out_dir, torch.device("cpu"), World(), amp, log)
+    if ":" in kind:  # an explicit device such as cuda:1: the user chose, nothing to claim
+        return run_cell(cfg, out_dir, torch.device(kind), World(), amp, log)
+    visible = gpu.scheduler_gpus()
+    n = gpus_to_use(cfg, len(visible) if visible is not None else gpu.physical_gpu_count(), log)
+    with gpu.acquire(n, log=log) as claim:
+        log(f"{cell_id}: using GPU(s) {claim.env_value} ({claim.source})")
+        if n == 1:
+            return run_cell(cfg, out_dir, torch.device(f"cuda:{claim.ids[0]}"), World(), amp, log)
+        argv = ["train", cell_id, "--profile", profile, "--out", str(out_dir)]
+        if params_dir is not None:
+            argv += ["--params", str(params_dir)]
+        if amp is not None:
+            argv += ["--amp", amp]
+        return dist_utils.launch(n, argv, claim.env_value)
+
+
+def already_trained(out_dir: Path, cfg: dict, log=print) -> bool:
+    """True when ``model_final.pt`` exists for this exact config; an error if for another."""
+    path = out_dir / ckpt.FINAL_NAME
+    if not path.is_file():
+        return False
+    final = ckpt.load_final(out_dir)
+    if final["cfg"].get("params_hash") != cfg["params_hash"]:
+        raise ckpt.CheckpointError(
+            f"{path} was trained with params hash {final['cfg'].get('params_hash')!r}, the config "
+            f"now resolves to {cfg['params_hash']!r}: remove it to retrain, or use another --out")
+    log(f"{path} exists for this config: training already complete")
+    return True
+
+
+def run_cell(cfg: dict, out_dir: Path, device: torch.device, world: World,
+             amp: str | None = None, log=print) -> int:
+    """Build everything from ``cfg`` and :func:`fit`; returns 0, or 143 after SIGTERM."""
+    from klrpn.data import build_dataset, build_train_loader
+    from klrpn.evaluate import provenance_at_train
+    from klrpn.models import build_model
+
+    t = cfg["train"]
+    if not world.is_main:
+        log = lambda *args, **kwargs: None  # noqa: E731  (one voice: rank 0)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist_utils.init(world, device)
+    try:
+        if t["batch_size"] % world.size:
+            raise ValueError(f"train.batch_size {t['batch_size']} cannot be split over "
+                             f"{world.size} processes")
+        seed_everything(cfg["seed"])  # identical initial weights on every rank
+        model = build_model(cfg).to(device)
+        dataset = build_dataset(cfg, "train", train=True)
+        ipe = iters_per_epoch(len(dataset), t["batch_size"], bool(cfg["input"]["flip"]))
+        max_iter, steps = schedule_in_iters(t["schedule"], ipe)
+        optimizer = build_optimizer(model, t)
+        scheduler = build_scheduler(optimizer, t["schedule"], steps)
+        dtype = amp_dtype(t["amp"], device, amp)
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        if world.size > 1:
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        per_rank = t["batch_size"] // world.size
+
+        def make_batches(start_iter: int):
+            return build_train_loader(dataset, batch_size=per_rank, seed=cfg["seed"],
+                                      rank=world.rank, world_size=world.size,
+                                      start_iter=start_iter, aspect_grouping=t["aspect_grouping"],
+                                      num_workers=t["num_workers"])
+
+        settings = LoopSettings(max_iter=max_iter, checkpoint_every=t["checkpoint_every"],
+                                grad_clip_norm=t["grad_clip_norm"], amp_dtype=dtype,
+                                params_hash=cfg["params_hash"], images_per_step=t["batch_size"],
+                                cfg=cfg)
+        if world.is_main:
+            log(f"{cfg['cell']} ({cfg['profile']}): {max_iter} iterations of {t['batch_size']} "
+                f"images on {world.size} x {device.type}, {t['optimizer']} lr {t['lr']}, "
+                f"amp {dtype}, {len(dataset)} training images -> {out_dir}")
+        provenance = provenance_at_train(device, world.size, dtype)
+        fit(model, optimizer, scheduler, scaler, make_batches, out_dir=out_dir, settings=settings,
+            device=device, world=world, seed=cfg["seed"], provenance=provenance, log=log)
+    except TrainingInterrupted as stop:
+        log(f"stopped by signal at iteration {stop.iteration}; checkpoint {stop.path}; rerun the "
+            "same command to continue")
+        return SIGTERM_EXIT
+    finally:
+        dist_utils.shutdown()
+    return 0

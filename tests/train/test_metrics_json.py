@@ -1,0 +1,110 @@
+"""metrics.json: the documented examples and what evaluate builds validate against the schema;
+malformed documents do not; the dataset manifest hash follows the annotation files."""
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from klrpn import checkpoint as ckpt
+from klrpn import evaluate
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics-json.md"
+
+
+def documented_examples() -> list[dict]:
+    blocks = re.findall(r"```json\n(.*?)```", DOC.read_text(), flags=re.S)
+    return [json.loads(b) for b in blocks]
+
+
+def built_document(metrics=None) -> dict:
+    cfg = {"cell": "voc07-rfcn-resnet101-rpn", "profile": "smoke", "table": 2, "seed": 0,
+           "params_hash": "a" * 64,
+           "model": {"detector": "rfcn", "backbone": "resnet101", "proposal": "rpn"},
+           "dataset": {"name": "voc07", "train": ["2007_trainval"], "test": "2007_test"}}
+    final = {"iteration": 300, "wall_time_s": 12.5,
+             "provenance": evaluate.provenance_at_train(torch.device("cpu"), 1, None)}
+    return evaluate.metrics_document(
+        cfg, final, dataset_info={"num_test_images": 60, "manifest_sha256": "b" * 64},
+        metrics=metrics or {"mAP": 12.5, "per_class": {"circle": 20.0, "square": 5.0,
+                                                       "triangle": None}},
+        proposals={"AR@100": 40.0, "AR@300": 45.0, "AR@1000": 45.0}, params=2_130_468,
+        speed={"ms_per_image": 35.2, "device": "cpu: test"}, eval_wall_time_s=3.0)
+
+
+def test_documented_examples_validate():
+    examples = documented_examples()
+    assert len(examples) == 2
+    for doc in examples:
+        evaluate.validate_metrics(doc)
+
+
+def test_built_document_validates_and_is_json():
+    doc = built_document()
+    evaluate.validate_metrics(doc)
+    assert json.loads(json.dumps(doc)) == doc
+    assert doc["params_M"] == 2.13 and doc["provenance"]["train_iters"] == 300
+    coco = built_document({"AP": 1.0, "AP50": 2.0, "AP75": 0.5, "APS": None, "APM": 1.0,
+                           "APL": float("nan")})
+    assert coco["metrics"]["APL"] is None          # undefined -> null
+    evaluate.validate_metrics(coco)
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda d: d.pop("speed"), "speed"),
+    (lambda d: d["metrics"].update(AP=130.0), "metrics"),
+    (lambda d: d["metrics"].pop("per_class"), "metrics"),
+    (lambda d: d.update(extra=1), "extra"),
+    (lambda d: d["proposals"].pop("AR@1000"), "proposals"),
+    (lambda d: d["dataset"].update(manifest_sha256="xyz"), "dataset.manifest_sha256"),
+    (lambda d: d["provenance"].update(date="yesterday"), "provenance.date"),
+    (lambda d: d.update(cell="coco-yolo-vgg16-rpn"), "cell"),
+])
+def test_malformed_documents_fail(mutate, key):
+    doc = copy.deepcopy(built_document())
+    mutate(doc)
+    with pytest.raises(ValueError, match=re.escape(key)):
+        evaluate.validate_metrics(doc)
+
+
+def test_train_provenance_is_weights_only_safe(tmp_path):
+    prov = evaluate.provenance_at_train(torch.device("cpu"), 1, torch.bfloat16)
+    assert prov["amp"] == "bfloat16"
+    ckpt.save_final(tmp_path, {"w": torch.zeros(1)}, {"params_hash": "a" * 64}, 3, provenance=prov,
+                    wall_time_s=1.0)
+    assert ckpt.load_final(tmp_path)["provenance"] == prov
+
+
+def write_voc(root: Path, names=("000001", "000002")):
+    base = root / "VOC2007"
+    (base / "ImageSets" / "Main").mkdir(parents=True)
+    (base / "Annotations").mkdir()
+    (base / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(names[:1]) + "\n")
+    (base / "ImageSets" / "Main" / "test.txt").write_text("\n".join(names[1:]) + "\n")
+    for n in names:
+        (base / "Annotations" / f"{n}.xml").write_text(f"<annotation><filename>{n}</filename></annotation>")
+
+
+def test_manifest_hash_tracks_annotations(tmp_path):
+    write_voc(tmp_path)
+    cfg = {"dataset": {"format": "voc", "root": str(tmp_path), "train": ["2007_trainval"],
+                       "test": "2007_test"}}
+    files = [rel for rel, _ in evaluate.annotation_files(cfg)]
+    assert files == ["VOC2007/Annotations/000001.xml", "VOC2007/Annotations/000002.xml",
+                     "VOC2007/ImageSets/Main/test.txt", "VOC2007/ImageSets/Main/trainval.txt"]
+    first = evaluate.manifest_sha256(cfg)
+    assert re.fullmatch(r"[0-9a-f]{64}", first) and evaluate.manifest_sha256(cfg) == first
+    (tmp_path / "VOC2007" / "Annotations" / "000002.xml").write_text("<annotation/>")
+    assert evaluate.manifest_sha256(cfg) != first
+    (tmp_path / "VOC2007" / "Annotations" / "000001.xml").unlink()
+    with pytest.raises(FileNotFoundError, match="000001.xml"):
+        evaluate.manifest_sha256(cfg)
+
+
+def test_eval_metric_must_fit_the_dataset_format():
+    evaluate.check_metric({"cell": "c", "dataset": {"format": "voc"}, "eval": {"metric": "voc07"}})
+    with pytest.raises(ValueError, match="eval.metric 'coco'"):
+        evaluate.check_metric({"cell": "c", "dataset": {"format": "voc"}, "eval": {"metric": "coco"}})

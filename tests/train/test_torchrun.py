@@ -1,0 +1,51 @@
+"""The distributed path on CPU: two processes under torchrun (gloo) train the toy through
+``fit`` with DistributedDataParallel; per-rank RNG states land in the checkpoint; a SIGTERM to
+torchrun makes both ranks stop at the same step with a checkpoint."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from klrpn import checkpoint as ckpt
+
+pytestmark = pytest.mark.slow
+
+
+def torchrun(toy_script, out, *args):
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", str(toy_script), str(out), "--max-iter", "8",
+                             "--checkpoint-every", "4", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_process_training(tmp_path, toy_script):
+    proc = torchrun(toy_script, tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    state = torch.load(ckpt.checkpoint_path(tmp_path, 8), weights_only=True)
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # seeded per rank
+    assert torch.load(tmp_path / "model_final.pt", weights_only=True)["iteration"] == 8
+    assert out.count("wrote ") == 1                                             # rank 0 only
+
+
+def test_sigterm_stops_both_ranks_at_one_step(tmp_path, toy_script):
+    proc = torchrun(toy_script, tmp_path, "--block-at", 6, "--ready", tmp_path / "ready",
+                    "--go", tmp_path / "go")
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "ready").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "never reached the gate"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1.0)  # let torchrun pass the signal on before the step may finish
+    (tmp_path / "go").touch()
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert [it for it, _ in ckpt.list_checkpoints(tmp_path)] == [4, 6], out
+    assert len(torch.load(ckpt.checkpoint_path(tmp_path, 6), weights_only=True)["rng"]) == 2
+    assert not (tmp_path / "model_final.pt").exists()
