@@ -5,6 +5,12 @@ profile: full width, top-1000 proposals) and times ``model([image])`` on one ima
 paper's test scale (short side 600), alternating the two models so that any drift in the
 machine's load hits both alike. Reports the median ms/image of each and their ratio.
 
+Untrained networks would keep different numbers of proposals after NMS (KL-RPN's scores start
+almost tied), and the second stage's cost grows with them; so the proposal NMS threshold is set
+to 1.0 for both, and each passes exactly 1000 proposals on. An untrained full-width ResNet-101
+with frozen BN (identity statistics) overflows to NaN through its 33 blocks, so each
+bottleneck's last frozen-BN scale is set to 0.2 (ImageNet weights keep activations finite too).
+
     .venv/bin/python benchmarks/bench_rpn_latency.py --rounds 5 [--device cuda]
 """
 
@@ -15,6 +21,7 @@ import statistics
 import time
 
 import torch
+from torchvision.models.resnet import Bottleneck
 
 from klrpn.config import load_cell
 from klrpn.metrics.model_stats import device_name
@@ -31,11 +38,20 @@ def time_once(model, image, device) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+def untrained_model(cell: str):
+    cfg = load_cell(cell, "paper")
+    cfg["model"]["rpn"]["nms_thresh"] = 1.0
+    model = build_model(cfg, load_pretrained=False).eval()
+    for module in model.modules():
+        if isinstance(module, Bottleneck):
+            module.bn3.weight.fill_(0.2)
+    return model
+
+
 @torch.no_grad()
 def compare(backbone: str, *, rounds: int, warmup: int, device: torch.device, size=(600, 800)) -> dict:
     torch.manual_seed(0)
-    models = {p: build_model(load_cell(f"coco-faster_rcnn-{backbone}-{p}", "paper"),
-                             load_pretrained=False).eval().to(device) for p in ("rpn", "klrpn")}
+    models = {p: untrained_model(f"coco-faster_rcnn-{backbone}-{p}").to(device) for p in ("rpn", "klrpn")}
     image = torch.rand(3, *size, device=device)
     for _ in range(warmup):
         for model in models.values():
@@ -45,8 +61,11 @@ def compare(backbone: str, *, rounds: int, warmup: int, device: torch.device, si
         for p, model in models.items():
             times[p].append(time_once(model, image, device))
     med = {p: statistics.median(t) for p, t in times.items()}
+    # the second stage's cost grows with the proposals that survive NMS: report them
+    kept = {p: len(m.propose([image])[0]["boxes"]) for p, m in models.items()}
     return {"backbone": backbone, "rpn_ms": med["rpn"], "klrpn_ms": med["klrpn"],
-            "ratio": med["klrpn"] / med["rpn"], "rounds": rounds}
+            "ratio": med["klrpn"] / med["rpn"], "rounds": rounds,
+            "rpn_proposals": kept["rpn"], "klrpn_proposals": kept["klrpn"]}
 
 
 def main() -> None:
@@ -58,11 +77,12 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     print(f"device: {device_name(device)}; torch {torch.__version__}; image 600x800; top-1000 proposals")
-    print("| backbone | RPN ms/img | KL-RPN ms/img | KL-RPN / RPN |")
-    print("|---|---|---|---|")
+    print("| backbone | RPN ms/img | KL-RPN ms/img | KL-RPN / RPN | proposals RPN / KL-RPN |")
+    print("|---|---|---|---|---|")
     for backbone in args.backbones:
         r = compare(backbone, rounds=args.rounds, warmup=args.warmup, device=device)
-        print(f"| {backbone} | {r['rpn_ms']:.0f} | {r['klrpn_ms']:.0f} | {r['ratio']:.3f} |", flush=True)
+        print(f"| {backbone} | {r['rpn_ms']:.1f} | {r['klrpn_ms']:.1f} | {r['ratio']:.3f} "
+              f"| {r['rpn_proposals']} / {r['klrpn_proposals']} |", flush=True)
 
 
 if __name__ == "__main__":

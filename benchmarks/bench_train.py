@@ -51,6 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data", choices=["random", "dataset"], default="random")
+    p.add_argument("--data-root", default=None,
+                   help="override dataset.root, e.g. data/synthetic/coco to train a paper cell on "
+                        "the synthetic data (with --num-classes 3)")
+    p.add_argument("--num-classes", type=int, default=None, help="override dataset.num_classes")
     p.add_argument("--image-size", default="480x640", help="HxW of random images (before resizing)")
     p.add_argument("--cudnn-benchmark", action="store_true")
     p.add_argument("--channels-last", action="store_true")
@@ -70,6 +74,10 @@ def configure(args) -> dict:
         cfg["input"]["max_size"] = args.max_size
     if args.width is not None:
         cfg["model"]["width"] = args.width
+    if args.data_root is not None:
+        cfg["dataset"]["root"] = args.data_root
+    if args.num_classes is not None:
+        cfg["dataset"]["num_classes"] = args.num_classes
     return cfg
 
 
@@ -134,6 +142,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = configure(args)
     device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:  # set_device and NVML need an index
+        device = torch.device("cuda", torch.cuda.current_device())
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if args.threads:
         torch.set_num_threads(args.threads)

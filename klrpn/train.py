@@ -432,18 +432,22 @@ def gpus_to_use(cfg: dict, available: int, log=print) -> int:
 
 def train_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None = None, *,
                params_dir=None, device: str | None = None, amp: str | None = None,
-               log=print) -> int:
+               restart_on_params_change: bool = False, log=print) -> int:
     """Train one cell into ``out_dir`` (default ``results/CELL``); returns an exit status.
 
     Under torchrun, this process is one worker. Otherwise it picks the device, claims GPUs
     (:mod:`klrpn.gpu`) and either trains in this process (CPU or one GPU) or re-launches itself
-    under torchrun with one process per claimed GPU.
+    under torchrun with one process per claimed GPU. With ``restart_on_params_change``, a run
+    of ``out_dir`` made with other params is moved aside (:func:`archive_stale_run`) instead of
+    being an error: the pipelines retrain a cell whose params changed.
     """
     from klrpn.config import load_cell
     from klrpn import gpu
 
     cfg = load_cell(cell_id, profile, params_dir)
     out_dir = Path(out_dir or Path("results") / cell_id)
+    if restart_on_params_change and not dist_utils.under_torchrun():
+        archive_stale_run(out_dir, cfg["params_hash"], log)
     if already_trained(out_dir, cfg, log):
         return 0
     if dist_utils.under_torchrun():
@@ -468,6 +472,29 @@ def train_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None 
         if amp is not None:
             argv += ["--amp", amp]
         return dist_utils.launch(n, argv, claim.env_value)
+
+
+def archive_stale_run(out_dir: Path, params_hash: str, log=print) -> Path | None:
+    """Move everything in ``out_dir`` (final model, checkpoints, curves, metrics) into
+    ``out_dir/stale-<old hash>/`` when it was trained with params other than ``params_hash``.
+    Returns the archive folder, or None when there was nothing stale."""
+    final, latest = out_dir / ckpt.FINAL_NAME, ckpt.find_latest(out_dir)
+    if final.is_file():
+        old = ckpt.load_final(out_dir)["cfg"].get("params_hash")
+    elif latest is not None:
+        old = ckpt.load(latest).get("params_hash")
+    else:
+        return None
+    if old == params_hash:
+        return None
+    archive = out_dir / f"stale-{str(old)[:12]}"
+    archive.mkdir(exist_ok=True)
+    for entry in sorted(out_dir.iterdir()):
+        if not entry.name.startswith("stale-"):
+            entry.rename(archive / entry.name)
+    log(f"{out_dir}: trained with params hash {old!r}, now {params_hash!r}: moved the old run "
+        f"to {archive} and starting afresh")
+    return archive
 
 
 def already_trained(out_dir: Path, cfg: dict, log=print) -> bool:

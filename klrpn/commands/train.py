@@ -17,6 +17,9 @@ def register(subparsers) -> None:
                    help="cpu, cuda or cuda:N (default: CUDA when the cell has train.gpus > 0 and a GPU exists)")
     p.add_argument("--amp", choices=["bf16", "fp16", "off"], default=None,
                    help="autocast dtype on CUDA (default: train.amp, bf16 where supported)")
+    p.add_argument("--restart-on-params-change", action="store_true",
+                   help="if --out holds a run made with other params, move it to --out/stale-<hash>/ "
+                        "and train afresh (default: refuse; the pipelines pass this)")
     p.set_defaults(func=run)
 
 
@@ -28,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return train_cell(args.cell, args.profile, args.out, params_dir=args.params,
-                          device=args.device, amp=args.amp)
+                          device=args.device, amp=args.amp,
+                           restart_on_params_change=args.restart_on_params_change)
     except (ParamsError, CheckpointError, GPUClaimError, DivergenceError, FileNotFoundError) as e:
         print(f"klrpn train: {e}", file=sys.stderr)
         return 1

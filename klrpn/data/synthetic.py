@@ -1,10 +1,15 @@
 """Deterministic synthetic detection data in the real COCO and VOCdevkit layouts.
 
-Three shape classes (``circle``, ``square``, ``triangle``) with random colours on textured
+Three shape classes (``circle``, ``square``, ``triangle``), each coloured from its own hue
+band (red / green / blue, +-35 degrees, random saturation and value), on textured
 backgrounds (noise, gradients, stripes), partial occlusion between objects, blurred edges,
 a few empty images, a few ``iscrowd`` clusters (COCO train only) and ``difficult`` objects
 (VOC: heavily occluded or strongly blurred ones). Boxes are tight around each object's visible
 pixels (its anti-aliased shape at coverage >= 0.5, minus the pixels later objects cover).
+
+Why hue bands: with colours independent of the class, a 1/8-width detector trained from
+scratch separated the shapes too slowly for a smoke run (about 33 % AP50 after 600 steps,
+67 % class-agnostic); the shapes still differ, and box uncertainty (blur, occlusion) is intact.
 
 Same seed and parameters -> byte-identical files (fixed JPEG settings, sorted JSON keys, no
 timestamps). Output lands atomically: everything is written into a temporary sibling folder
@@ -13,6 +18,7 @@ that is renamed to ``root`` at the end, with a marker file holding the parameter
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import json
 import os
@@ -36,7 +42,7 @@ DEFAULT_SIZES = {
     "VOC2012/trainval": 120,
 }
 MARKER = ".klrpn-synth.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 JPEG_OPTIONS = {"format": "JPEG", "quality": 92, "subsampling": 0, "optimize": False}
 _SUPERSAMPLE = 4
 
@@ -194,8 +200,8 @@ def render_image(rng: np.random.Generator, *, scale: float = 1.0, allow_crowd: b
     count = 0 if rng.random() < 0.06 else int(rng.integers(1, 5))
     for _ in range(count):
         _try_place(rng, placed, height, width, lambda: _shape_patch(rng, scale), iscrowd=False)
-    for top, left, soft, *_ in placed:  # bottom first: later objects occlude earlier ones
-        _composite(rng, image, top, left, soft)
+    for top, left, soft, _, class_index, *_ in placed:  # bottom first: later ones occlude
+        _composite(rng, image, top, left, soft, class_index)
     objects = []
     covered = np.zeros((height, width), bool)
     for top, left, soft, binary, class_index, iscrowd, blur in reversed(placed):
@@ -305,11 +311,16 @@ def _background(rng, height: int, width: int) -> np.ndarray:
     return (base + field[..., None] * tint + noise).astype(np.float32)
 
 
-def _composite(rng, image, top, left, soft) -> None:
+CLASS_HUES = (0.0, 1 / 3, 2 / 3)  # red, green, blue bands (fractions of the hue circle)
+HUE_JITTER = 35 / 360
+
+
+def _composite(rng, image, top, left, soft, class_index: int) -> None:
     region = image[top:top + soft.shape[0], left:left + soft.shape[1]]
     mean = region.reshape(-1, 3).mean(0)
-    for _ in range(10):  # a colour that stands out from the local background
-        colour = rng.uniform(0, 255, size=3)
+    for _ in range(10):  # a colour of the class's hue band that stands out from the background
+        hue = (CLASS_HUES[class_index] + rng.uniform(-HUE_JITTER, HUE_JITTER)) % 1.0
+        colour = 255 * np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.5, 1.0)))
         if np.abs(colour - mean).mean() > 60:
             break
     alpha = soft[..., None]

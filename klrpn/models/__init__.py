@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-from klrpn.models.backbones import ResNet101, VGG16
+from klrpn.models.backbones import ResNet101, VGG16, width_init_scale
 from klrpn.models.detector import Backbone, DetectionTransform, TwoStageDetector
 from klrpn.models.roi_heads import DetectionHeads, FastRCNNHead, RFCNHead
 from klrpn.models.rpn import KLRPN, BaselineRPN, BaselineRPNHead, KLRPNHead
@@ -31,17 +31,20 @@ def build_model(cfg: dict, *, load_pretrained: bool | None = None) -> TwoStageDe
 
     rpn = build_rpn(m, backbone.out_channels)
     roi = m["roi"]
+    init_scale = width_init_scale(m["width"])  # 1 at full width; the heads' fan-in shrinks with it
     if m["detector"] == "faster_rcnn":
         box_head = FastRCNNHead(top=top, top_channels=backbone_net.top_channels,
                                 num_classes=num_classes, pool_size=roi["pool_size"],
                                 sampling_ratio=roi["sampling_ratio"], class_agnostic=roi["class_agnostic"],
-                                cls_init_std=roi["cls_init_std"], bbox_init_std=roi["bbox_init_std"])
+                                cls_init_std=roi["cls_init_std"] * init_scale,
+                                bbox_init_std=roi["bbox_init_std"] * init_scale)
         class_agnostic = roi["class_agnostic"]
     else:
         box_head = RFCNHead(layer4=top, top_channels=backbone_net.top_channels,
                             num_classes=num_classes, channels=m["rfcn"]["channels"],
                             k=m["rfcn"]["k"], sampling_ratio=roi["sampling_ratio"],
-                            cls_init_std=roi["cls_init_std"], bbox_init_std=roi["bbox_init_std"])
+                            cls_init_std=roi["cls_init_std"], bbox_init_std=roi["bbox_init_std"],
+                            init_scale=init_scale)
         class_agnostic = True  # R-FCN [11]: class-agnostic box regression
     roi_heads = DetectionHeads(
         box_head=box_head, num_classes=num_classes, class_agnostic=class_agnostic,

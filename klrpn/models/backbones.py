@@ -30,6 +30,14 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+def width_init_scale(width: float) -> float:
+    """Factor for a fixed-std initialisation (N(0, 0.01) and the like) of a layer whose fan-in
+    shrinks with ``width``: 1/sqrt(width) keeps the activations at the full-size network's scale.
+    1 at full width (the baseline's values exactly). Without it a 1/8-width model's fc layers
+    start sqrt(8) times too small per layer and its classifier barely learns in a smoke run."""
+    return width ** -0.5
+
+
 class VGG16(nn.Module):
     """``features`` (to conv5_3, stride 16) and ``classifier`` (fc6, fc7) with torchvision's names."""
 
@@ -44,12 +52,12 @@ class VGG16(nn.Module):
             nn.Linear(fc, fc), nn.ReLU(True), nn.Dropout(),
         )
         self.top_channels = fc
-        for m in self.modules():  # torchvision VGG's initialisation
+        for m in self.modules():  # torchvision VGG's initialisation ...
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
+            elif isinstance(m, nn.Linear):  # ... with N(0, 0.01) at full width (see width_init_scale)
+                nn.init.normal_(m.weight, 0, 0.01 * width_init_scale(width))
                 nn.init.zeros_(m.bias)
 
     def freeze(self, frozen: str) -> None:

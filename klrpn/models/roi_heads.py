@@ -19,6 +19,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import RoIAlign, ps_roi_align
 
 FEATURE_STRIDE = 16
+RFCN_CHANNELS = 1024  # R-FCN [11]: the width its head's initialisation is meant for
 
 
 class FastRCNNHead(nn.Module):
@@ -49,16 +50,19 @@ class RFCNHead(nn.Module):
     PS-RoIAlign and averaged over the k x k bins (average voting)."""
 
     def __init__(self, *, layer4: nn.Module, top_channels: int, num_classes: int, channels: int,
-                 k: int, sampling_ratio: int, cls_init_std: float, bbox_init_std: float):
+                 k: int, sampling_ratio: int, cls_init_std: float, bbox_init_std: float,
+                 init_scale: float = 1.0):
         super().__init__()
         self.layer4 = layer4  # built with dilation 2: stays at stride 16
         self.conv_new = nn.Conv2d(top_channels, channels, 1)
         self.cls_maps = nn.Conv2d(channels, k * k * (num_classes + 1), 1)
         self.bbox_maps = nn.Conv2d(channels, k * k * 4, 1)
         self.k, self.sampling_ratio = k, sampling_ratio
-        nn.init.normal_(self.conv_new.weight, std=0.01)
+        nn.init.normal_(self.conv_new.weight, std=0.01 * init_scale)
         nn.init.zeros_(self.conv_new.bias)
-        _init_predictors(self.cls_maps, self.bbox_maps, cls_init_std, bbox_init_std)
+        # the maps' fan-in is `channels` (1024 in R-FCN [11]): same activation-scale rule
+        maps_scale = (RFCN_CHANNELS / channels) ** 0.5
+        _init_predictors(self.cls_maps, self.bbox_maps, cls_init_std * maps_scale, bbox_init_std * maps_scale)
 
     def forward(self, feature: Tensor, proposals: list[Tensor]) -> tuple[Tensor, Tensor]:
         x = F.relu(self.conv_new(self.layer4(feature)))  # [N, channels, H, W]

@@ -78,11 +78,18 @@ def test_smoke_models_are_the_same_families_at_small_width():
     assert sum(p.numel() for p in toy.parameters()) * 100 < sum(p.numel() for p in full.parameters())
 
 
+def _smoke_with_paper_freezing(cell):
+    """The smoke model with the paper profile's frozen layers (the smoke profile freezes none)."""
+    cfg = load_cell(cell, "smoke", PARAMS)
+    cfg["model"]["frozen"] = load_cell(cell, "paper", PARAMS)["model"]["frozen"]
+    return build_model(cfg)
+
+
 def test_frozen_layers_follow_the_baseline():
-    vgg = build_model(load_cell("voc0712-faster_rcnn-vgg16-rpn", "smoke", PARAMS))
+    vgg = _smoke_with_paper_freezing("voc0712-faster_rcnn-vgg16-rpn")
     frozen = {n for n, p in vgg.named_parameters() if not p.requires_grad}
     assert frozen == {f"backbone.body.{i}.{k}" for i in (0, 2, 5, 7) for k in ("weight", "bias")}
-    res = build_model(load_cell("voc07-rfcn-resnet101-klrpn", "smoke", PARAMS))
+    res = _smoke_with_paper_freezing("voc07-rfcn-resnet101-klrpn")
     frozen = {n.split(".")[2] for n, p in res.named_parameters() if not p.requires_grad}
     assert frozen == {"0", "4"}  # conv1 and layer1 of the body
     assert not any(type(m).__name__ == "BatchNorm2d" for m in res.modules())

@@ -25,5 +25,5 @@ rule figure3:
     conda:
         "../envs/klrpn.yaml"
     shell:
-        "python -m klrpn.cli figure3 --rpn {params.rpn} --klrpn {params.klrpn} --out {params.out}"
+        "OMP_NUM_THREADS={threads} python -m klrpn.cli figure3 --rpn {params.rpn} --klrpn {params.klrpn} --out {params.out}"
         " --num-images {params.num_images} --device {params.device} > {log} 2>&1"

@@ -23,5 +23,5 @@ rule evaluate:
     conda:
         "../envs/klrpn.yaml"
     shell:
-        "python -m klrpn.cli evaluate {wildcards.cell} --profile {params.profile} --out {params.out}"
+        "OMP_NUM_THREADS={threads} python -m klrpn.cli evaluate {wildcards.cell} --profile {params.profile} --out {params.out}"
         " > {log} 2>&1"

@@ -27,5 +27,5 @@ rule train:
     conda:
         "../envs/klrpn.yaml"
     shell:
-        "python -m klrpn.cli train {wildcards.cell} --profile {params.profile} --out {params.out}"
+        "OMP_NUM_THREADS={threads} python -m klrpn.cli train {wildcards.cell} --profile {params.profile} --out {params.out} --restart-on-params-change"
         " > {log} 2>&1"
