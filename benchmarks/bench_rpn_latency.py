@@ -8,8 +8,8 @@ machine's load hits both alike. Reports the median ms/image of each and their ra
 Untrained networks would keep different numbers of proposals after NMS (KL-RPN's scores start
 almost tied), and the second stage's cost grows with them; so the proposal NMS threshold is set
 to 1.0 for both, and each passes exactly 1000 proposals on. An untrained full-width ResNet-101
-with frozen BN (identity statistics) overflows to NaN through its 33 blocks, so each
-bottleneck's last frozen-BN scale is set to 0.2 (ImageNet weights keep activations finite too).
+with frozen BN (identity statistics) overflows to NaN through its 33 blocks: see
+``common.tame_untrained_resnet``.
 
     .venv/bin/python benchmarks/bench_rpn_latency.py --rounds 5 [--device cuda]
 """
@@ -21,8 +21,8 @@ import statistics
 import time
 
 import torch
-from torchvision.models.resnet import Bottleneck
 
+from common import tame_untrained_resnet
 from klrpn.config import load_cell
 from klrpn.metrics.model_stats import device_name
 from klrpn.models import build_model
@@ -41,11 +41,7 @@ def time_once(model, image, device) -> float:
 def untrained_model(cell: str):
     cfg = load_cell(cell, "paper")
     cfg["model"]["rpn"]["nms_thresh"] = 1.0
-    model = build_model(cfg, load_pretrained=False).eval()
-    for module in model.modules():
-        if isinstance(module, Bottleneck):
-            module.bn3.weight.fill_(0.2)
-    return model
+    return tame_untrained_resnet(build_model(cfg, load_pretrained=False).eval())
 
 
 @torch.no_grad()

@@ -4,7 +4,8 @@ Times exactly the training loop's step (``klrpn.train.forward_losses`` + ``apply
 cell's real model and optimiser, with overrides for image size, batch, width and AMP. Data:
 ``random`` (in-memory images of the chosen size with 1-8 random boxes: no disk, no decoding)
 or ``dataset`` (the cell's training set through ``build_train_loader``, e.g. the synthetic
-data of the smoke profile). ImageNet weights are never loaded (speed does not depend on them).
+data of the smoke profile). ImageNet weights are never loaded (speed does not depend on them);
+untrained ResNets get ``common.tame_untrained_resnet`` so that their activations stay finite.
 
 Examples:
     # the GPU goal: VGG-16 Faster R-CNN, 600 px, batch 4, bf16 vs fp32, one H100
@@ -33,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from klrpn import train  # noqa: E402
+from common import tame_untrained_resnet  # noqa: E402
 from klrpn.config import load_cell  # noqa: E402
 
 
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
     t = cfg["train"]
     batch = args.batch_size or t["batch_size"] // max(1, t["gpus"])
     train.seed_everything(args.seed)
-    model = build_model(cfg, load_pretrained=False).to(device)
+    model = tame_untrained_resnet(build_model(cfg, load_pretrained=False)).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
