@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from klrpn.commands import add_cell_arguments
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="evaluate a trained cell -> metrics.json",
                               description=__doc__)
-    p.add_argument("cell", help="cell id from params/cells.yaml")
-    p.add_argument("--profile", default="paper", help="paper (default) or smoke")
-    p.add_argument("--out", default=None, help="the cell's training folder (default results/CELL)")
-    p.add_argument("--params", default=None, help="params folder (default $KLRPN_PARAMS or ./params)")
+    add_cell_arguments(p, out_help="the cell's training folder (default results/CELL)")
     p.add_argument("--device", default=None,
                    help="cpu, cuda:N (default: one free GPU when the cell trains on GPUs, else cpu)")
     p.set_defaults(func=run)

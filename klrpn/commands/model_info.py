@@ -7,9 +7,9 @@ import json
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("model-info", help="parameter count and structure of a cell's model")
-    p.add_argument("cell", help="cell id, e.g. coco-faster_rcnn-vgg16-klrpn (see params/cells.yaml)")
-    p.add_argument("--profile", default="paper", help="params profile (default: paper)")
-    p.add_argument("--params", default=None, help="params directory (default: $KLRPN_PARAMS or ./params)")
+    p.add_argument("cell", help="cell id from params/cells.yaml, e.g. coco-faster_rcnn-vgg16-klrpn")
+    p.add_argument("--profile", default="paper", help="params profile: paper (default) or smoke")
+    p.add_argument("--params", default=None, help="params folder (default $KLRPN_PARAMS or ./params)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

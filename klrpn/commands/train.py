@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from klrpn.commands import add_cell_arguments
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train one cell (resumable; see docs/training.md)",
                               description=__doc__)
-    p.add_argument("cell", help="cell id from params/cells.yaml")
-    p.add_argument("--profile", default="paper", help="paper (default) or smoke")
-    p.add_argument("--out", default=None, help="output folder (default results/CELL)")
-    p.add_argument("--params", default=None, help="params folder (default $KLRPN_PARAMS or ./params)")
+    add_cell_arguments(p, out_help="output folder (default results/CELL)")
     p.add_argument("--device", default=None,
                    help="cpu, cuda or cuda:N (default: CUDA when the cell has train.gpus > 0 and a GPU exists)")
     p.add_argument("--amp", choices=["bf16", "fp16", "off"], default=None,
