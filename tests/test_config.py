@@ -82,9 +82,9 @@ def test_string_for_number_names_file_and_key(params):
 
 def test_impossible_value_names_key(params):
     path = params / "profiles" / "smoke.yaml"
-    path.write_text(path.read_text().replace("steps: [240]", "steps: [400]"))
+    path.write_text(path.read_text().replace("steps: [400]", "steps: [600]"))
     with pytest.raises(ParamsError, match=r"train\.schedule\.steps"):
-        load_cell("coco-faster_rcnn-vgg16-rpn", "smoke", params)
+        load_cell("coco-faster_rcnn-resnet101-rpn", "smoke", params)
 
 
 def test_negative_value_in_profile_names_section(params):
