@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from klrpn import checkpoint as ckpt
+from klrpn.data.download import sha256_of
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "metrics.schema.json"
@@ -69,14 +70,6 @@ def utc_now() -> str:
 
 # --- dataset manifest ---------------------------------------------------------------------------
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def annotation_files(cfg: dict) -> list[tuple[str, Path]]:
     """``[(path relative to dataset.root, path)]`` of the annotation files of the train and test
     sets. COCO: ``annotations/instances_<set>.json`` (``image_info_<set>.json`` for test sets).
@@ -110,7 +103,7 @@ def manifest_sha256(cfg: dict) -> str:
     :func:`annotation_files`, sorted by path: changes when any annotation or listing changes."""
     h = hashlib.sha256()
     for rel, path in annotation_files(cfg):
-        h.update(f"{rel}\t{sha256_file(path)}\n".encode())
+        h.update(f"{rel}\t{sha256_of(path)}\n".encode())
     return h.hexdigest()
 
 
