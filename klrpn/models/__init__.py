@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-
+from klrpn.models.anchors import BaselineAnchorGenerator
 from klrpn.models.backbones import ResNet101, VGG16, width_init_scale
 from klrpn.models.detector import Backbone, DetectionTransform, TwoStageDetector
 from klrpn.models.roi_heads import DetectionHeads, FastRCNNHead, RFCNHead
@@ -69,9 +68,10 @@ def build_backbone(m: dict):
 
 
 def build_rpn(m: dict, in_channels: int):
+    # the baseline's generate_anchors: base size = its feature stride (16), scales x 16 px
     stride = m["feature_stride"]
-    sizes = tuple(float(s * stride) for s in m["anchor_scales"])  # scales x 16 px
-    anchor_generator = AnchorGenerator(sizes=(sizes,), aspect_ratios=(tuple(m["anchor_ratios"]),))
+    anchor_generator = BaselineAnchorGenerator(scales=m["anchor_scales"], ratios=m["anchor_ratios"],
+                                               stride=stride, base_size=stride)
     num_anchors = anchor_generator.num_anchors_per_location()[0]
     r = m["rpn"]
     common = dict(

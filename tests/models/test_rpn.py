@@ -4,14 +4,14 @@ import math
 
 import pytest
 import torch
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 
+from klrpn.models.anchors import BaselineAnchorGenerator
 from klrpn.models.rpn import KLRPN, BaselineRPN, BaselineRPNHead, KLRPNHead
 
 
 def _rpn(kind="klrpn", drop_cross_boundary=True, in_channels=8):
     common = dict(
-        anchor_generator=AnchorGenerator(sizes=((32.0, 64.0, 128.0),), aspect_ratios=((0.5, 1.0, 2.0),)),
+        anchor_generator=BaselineAnchorGenerator(scales=(2, 4, 8), ratios=(0.5, 1.0, 2.0), stride=16),
         fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
         pre_nms_top_n={"training": 100, "testing": 100}, post_nms_top_n={"training": 20, "testing": 20},
         nms_thresh=0.7, drop_cross_boundary=drop_cross_boundary)
