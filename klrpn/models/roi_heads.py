@@ -1,9 +1,12 @@
 """Second stages: the Faster R-CNN RoI head and the R-FCN position-sensitive head.
 
-Both plug into :class:`DetectionHeads`, which reuses torchvision's ``RoIHeads`` for RoI
-sampling (ground truth added to the proposals, IoU >= 0.5 foreground, 1:3 fg:bg), target
-encoding (weights 10, 10, 5, 5) and test-time post-processing (per-class NMS), and computes the
-baseline's loss (cross-entropy + smooth-L1 with sigma = 1, averaged over the sampled RoIs).
+Both plug into :class:`DetectionHeads`, which reuses torchvision's ``RoIHeads`` for matching
+(ground truth added to the proposals, IoU >= 0.5 foreground), target encoding (weights 10, 10,
+5, 5) and test-time post-processing (per-class NMS), samples RoIs as the baseline does
+(:class:`BaselineRoISampler`: a fixed number per image) and computes the baseline's loss
+(cross-entropy + smooth-L1 with sigma = 1, averaged over the sampled RoIs). Proposals, ground
+truth, targets, the RoIs given to RoIAlign / PS-RoIAlign and the decoded detections are float32,
+also under autocast.
 
 Glossary (R RoIs over the batch, C foreground classes):
     pred_class_logits  [R, C + 1]
@@ -67,9 +70,50 @@ class RFCNHead(nn.Module):
     def forward(self, feature: Tensor, proposals: list[Tensor]) -> tuple[Tensor, Tensor]:
         x = F.relu(self.conv_new(self.layer4(feature)))  # [N, channels, H, W]
         scale = 1.0 / FEATURE_STRIDE
-        cls = ps_roi_align(self.cls_maps(x), proposals, self.k, scale, self.sampling_ratio)  # [R, C+1, k, k]
-        box = ps_roi_align(self.bbox_maps(x), proposals, self.k, scale, self.sampling_ratio)  # [R, 4, k, k]
+        # PS-RoIAlign in float32 on the float32 RoIs, as torchvision's CUDA autocast wrapper of
+        # ps_roi_align does (it has none on the CPU, where bf16 maps and float32 RoIs clash)
+        cls_maps, bbox_maps = self.cls_maps(x).float(), self.bbox_maps(x).float()
+        cls = ps_roi_align(cls_maps, proposals, self.k, scale, self.sampling_ratio)  # [R, C+1, k, k]
+        box = ps_roi_align(bbox_maps, proposals, self.k, scale, self.sampling_ratio)  # [R, 4, k, k]
         return cls.mean(dim=(2, 3)), box.mean(dim=(2, 3))  # average voting: [R, C+1], [R, 4]
+
+
+class BaselineRoISampler:
+    """The baseline's second-stage sampling, jwyang/faster-rcnn.pytorch
+    ``lib/model/rpn/proposal_target_layer_cascade.py``, ``_sample_rois_pytorch``: exactly
+    ``batch_size_per_image`` RoIs per image. Foreground (label >= 1): at most
+    ``round(positive_fraction * batch_size_per_image)`` drawn without replacement
+    (``np.random.permutation``); background (label 0): the rest, drawn uniformly *with*
+    replacement (``np.floor(np.random.rand(n) * bg_num_rois)``), whether there are few or many.
+    Without background RoIs the foreground ones fill the batch, with replacement; without
+    foreground, background only. Labels -1 are never drawn. (torchvision's
+    ``BalancedPositiveNegativeSampler`` draws without replacement and returns fewer RoIs when
+    an image has too few.) Draws use torch's global generator."""
+
+    def __init__(self, *, batch_size_per_image: int, positive_fraction: float):
+        self.batch_size_per_image = int(batch_size_per_image)
+        # int(np.round(FG_FRACTION * rois_per_image)), and at least 1 (the baseline's forward)
+        self.max_fg = max(int(round(positive_fraction * batch_size_per_image)), 1)
+
+    def __call__(self, labels: list[Tensor]) -> list[Tensor]:
+        """``labels``: per image ``[P]`` (-1 ignored, 0 background, >= 1 class); returns per
+        image the ``[batch_size_per_image]`` sampled indices into ``P`` (foreground first),
+        or ``[0]`` for an image with neither foreground nor background candidates (the
+        baseline raises there; its images always have ground truth among the candidates)."""
+        n = self.batch_size_per_image
+        sampled = []
+        for label in labels:
+            fg = torch.where(label >= 1)[0]
+            bg = torch.where(label == 0)[0]
+            if fg.numel() > 0 and bg.numel() > 0:
+                fg = fg[torch.randperm(fg.numel(), device=fg.device)[: min(self.max_fg, fg.numel())]]
+                bg = bg[torch.randint(bg.numel(), (n - fg.numel(),), device=bg.device)]
+            elif fg.numel() > 0:
+                fg = fg[torch.randint(fg.numel(), (n,), device=fg.device)]
+            elif bg.numel() > 0:
+                bg = bg[torch.randint(bg.numel(), (n,), device=bg.device)]
+            sampled.append(torch.cat([fg, bg]))
+        return sampled
 
 
 class DetectionHeads(RoIHeads):
@@ -85,12 +129,24 @@ class DetectionHeads(RoIHeads):
                          detections_per_img)
         self.num_classes, self.class_agnostic = num_classes, class_agnostic
         self.smooth_l1_beta = smooth_l1_beta
+        self.fg_bg_sampler = BaselineRoISampler(batch_size_per_image=batch_size_per_image,
+                                                positive_fraction=positive_fraction)
+
+    def subsample(self, labels: list[Tensor]) -> list[Tensor]:
+        """Indices of the sampled RoIs per image, repeats allowed (:class:`BaselineRoISampler`);
+        ``RoIHeads.select_training_samples`` gathers proposals, labels and targets with them."""
+        return self.fg_bg_sampler(labels)
 
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes, targets=None):
         (feature,) = features.values()
+        # float32 proposals: RoIHeads casts the ground truth to the proposals' dtype, matches,
+        # encodes targets and decodes detections in it; RoIAlign reads float32 RoIs
+        proposals = [p.float() for p in proposals]
         if self.training:
             proposals, _, gt_labels, gt_deltas = self.select_training_samples(proposals, targets)
         class_logits, box_deltas = self.box_head(feature, proposals)
+        # the predictors' outputs (bf16 under autocast), cast once: loss and decode in float32
+        class_logits, box_deltas = class_logits.float(), box_deltas.float()
         if self.training:
             return [], self.compute_loss(class_logits, box_deltas, torch.cat(gt_labels), torch.cat(gt_deltas))
         if self.class_agnostic:

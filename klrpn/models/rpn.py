@@ -1,8 +1,9 @@
 """Region proposal networks: the baseline RPN and KL-RPN (paper §2).
 
-Both share torchvision's anchors, Matcher, sampler and BoxCoder (through
-``torchvision.models.detection.rpn.RegionProposalNetwork``) and differ in the head, the loss
-and the objectness that ranks proposals for NMS.
+Both share the baseline's anchors (``klrpn.models.anchors``) and torchvision's Matcher, sampler
+and BoxCoder (through ``torchvision.models.detection.rpn.RegionProposalNetwork``) and differ in
+the head, the loss and the objectness that ranks proposals for NMS. All box tensors are float32,
+also under autocast (only the head's convolutions run in bf16/fp16).
 
 Glossary (N images, A anchors per location, H x W feature map, M = H*W*A anchors per image):
     anchors            list of N tensors [M, 4], x1y1x2y2 in transformed-image pixels
@@ -93,7 +94,10 @@ class ProposalNetwork(RegionProposalNetwork):
     def forward(self, images, features: dict[str, Tensor], targets=None):
         """Returns (proposals, losses); proposals[i] = {"boxes" [K, 4], "scores" [K], ...}."""
         (feature,) = features.values()
-        pred = self.head(feature)
+        # box geometry in float32 (bf16 under autocast would round a 900 px box by +-2 px): the
+        # head's outputs are cast once, so decoding, ranking, NMS, target encoding and the
+        # losses all run in float32; the anchors are float32 already (BaselineAnchorGenerator)
+        pred = {k: v.float() for k, v in self.head(feature).items()}
         anchors = self.anchor_generator(images, [feature])
         boxes = self.box_coder.decode_single(
             pred["deltas"].detach().reshape(-1, 4), torch.cat(anchors)).view(len(anchors), -1, 4)
@@ -131,7 +135,7 @@ class ProposalNetwork(RegionProposalNetwork):
         inside the image when ``drop_cross_boundary``: the others are never matched or sampled."""
         labels, matched_gt_boxes = [], []
         for anchors_i, target, size in zip(anchors, targets, image_sizes):
-            gt_boxes = target["boxes"]
+            gt_boxes = target["boxes"].to(anchors_i.dtype)  # float32, as the anchors
             inside = self.inside(anchors_i, size) if self.drop_cross_boundary else None
             if gt_boxes.numel() == 0:
                 matched = torch.zeros_like(anchors_i)
