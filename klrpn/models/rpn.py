@@ -157,8 +157,11 @@ class ProposalNetwork(RegionProposalNetwork):
 
     @staticmethod
     def inside(anchors: Tensor, size) -> Tensor:
+        """anchor_target_layer.py's test ``x1 >= 0, y1 >= 0, x2 < W, y2 < H`` on its inclusive
+        boxes, i.e. ``x2 < W + 1`` on the continuous ones (``x2 <= W`` for integer corners; the
+        half-pixel corners of odd-width anchors, e.g. 23 x 12, may stick out by 0.5 px)."""
         h, w = size
-        return (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= w) & (anchors[:, 3] <= h)
+        return (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] < w + 1) & (anchors[:, 3] < h + 1)
 
     def score(self, pred: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError

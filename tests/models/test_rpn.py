@@ -107,6 +107,17 @@ def test_assignment_without_objects_is_all_negative_inside():
     assert labels[0].tolist() == [0.0, -1.0]
 
 
+def test_inside_is_the_baselines_test_on_inclusive_boxes():
+    """anchor_target_layer.py keeps x1 >= 0, y1 >= 0, x2 < W, y2 < H of the inclusive box
+    [x1, x2] = continuous [x1, x2 + 1]."""
+    anchors = torch.tensor([[0.0, 0.0, 100.0, 80.0],     # inclusive x2 99 < 100: inside
+                            [0.0, 0.0, 100.5, 80.0],     # 99.5 < 100: inside
+                            [0.0, 0.0, 101.0, 80.0],     # 100: outside
+                            [-0.5, 0.0, 50.0, 50.0],     # x1 < 0: outside
+                            [0.0, 0.0, 50.0, 81.0]])     # y2 80 = H: outside
+    assert BaselineRPN.inside(anchors, (80, 100)).tolist() == [True, True, False, False, False]
+
+
 def test_klrpn_ranks_proposals_by_lowest_variance():
     rpn = _rpn("klrpn").eval()
     boxes = torch.tensor([[[0.0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 90, 90]]])
