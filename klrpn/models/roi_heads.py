@@ -98,8 +98,8 @@ class BaselineRoISampler:
     def __call__(self, labels: list[Tensor]) -> list[Tensor]:
         """``labels``: per image ``[P]`` (-1 ignored, 0 background, >= 1 class); returns per
         image the ``[batch_size_per_image]`` sampled indices into ``P`` (foreground first),
-        or ``[0]`` for an image with neither foreground nor background candidates (the
-        baseline raises there; its images always have ground truth among the candidates)."""
+        or none for an image with neither foreground nor background candidates (the baseline
+        raises there; its images always have ground truth among the candidates)."""
         n = self.batch_size_per_image
         sampled = []
         for label in labels:
