@@ -28,6 +28,11 @@ import torch
 from klrpn.data.base import TrainDraw
 
 
+def item_seed(seed: int, batch_number: int, slot: int) -> int:
+    """The seed of the crop / box-cap draws of slot ``slot`` of global batch ``batch_number``."""
+    return int(np.random.SeedSequence([seed, 2, batch_number, slot]).generate_state(1)[0])
+
+
 class TrainBatches:
     """Iterable of per-rank batches ``[TrainDraw(index, flip, size, seed), ...]``; endless."""
 
@@ -69,9 +74,8 @@ class TrainBatches:
                 buffer.append((index, bool(flipped and self.flip)))
                 if len(buffer) == total:
                     size = self.short_side(batch_number)
-                    seeds = np.random.SeedSequence([self.seed, 2, batch_number]).spawn(total)
-                    yield [TrainDraw(i, f, size, int(s.generate_state(1)[0]))
-                           for (i, f), s in zip(buffer, seeds)]
+                    yield [TrainDraw(i, f, size, item_seed(self.seed, batch_number, slot))
+                           for slot, (i, f) in enumerate(buffer)]
                     buffer.clear()
                     batch_number += 1
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from klrpn.config import load_cell
 from klrpn.data import build_dataset, build_train_loader
-from klrpn.data.sampler import TrainBatches
+from klrpn.data.sampler import TrainBatches, item_seed
 
 SIZES = [(160, 120)] * 7 + [(120, 160)] * 5  # 7 landscape, 5 portrait
 
@@ -66,6 +66,9 @@ def test_voc07_rfcn_cells_draw_one_training_scale_per_batch_from_their_list():
     # pinned: numpy.random.default_rng([seed, 1, batch number]) picks the index
     assert [b[0].size for b in batches[:12]] == [600, 700, 600, 400, 400, 800, 500, 700, 600, 400, 400, 600]
     assert all(len({d.size for d in b}) == 1 for b in batches)  # one scale per batch
+    # each item's own crop / box-cap seed: SeedSequence([seed, 2, batch number, slot])
+    assert [d.seed for d in batches[1]] == [item_seed(0, 1, 0), item_seed(0, 1, 1)]
+    assert len({d.seed for b in batches for d in b}) == 400
     assert {b[0].size for b in batches} == set(scales)
     # the draw leaves the order / flip stream as it was without one
     plain = take(TrainBatches(SIZES, batch_size=2, seed=cfg["seed"], flip=True), 200)
