@@ -69,11 +69,13 @@ def test_unknown_class_and_missing_set_are_errors(tmp_path):
 
 
 def test_synthetic_07_plus_12_loads(synth_root, voc_cfg):
-    cfg = voc_cfg(synth_root)
+    cfg = voc_cfg(synth_root, drop_empty_train=False)
     train = build_dataset(cfg, "train", train=True)
     test = build_dataset(cfg, "test", train=False)
     assert len(train) == 160 + 120 and len(test) == 60 and train.flip and not test.flip
     assert len(set(train.image_ids)) == 280
+    with_boxes = build_dataset(voc_cfg(synth_root), "train", train=True)  # the baseline's filter_roidb
+    assert len(with_boxes) == sum(1 for r in train.records if len(r["labels"])) == 261
     assert any(i > 2012_000000_0000 for i in train.image_ids)
     assert any(r["difficult"].any() for r in train.records)  # the baseline trains on them
     assert any(r["difficult"].any() for r in test.records)
