@@ -12,7 +12,7 @@ from klrpn.models import build_model
 CELLS = ["coco-faster_rcnn-vgg16-rpn", "voc07-rfcn-resnet101-klrpn"]
 
 
-def _batch():
+def _batch(cfg):
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 112, 144, generator=g), torch.rand(3, 136, 120, generator=g)]
     # fractional ground truth: bf16 (8 bits of mantissa, a step of 0.5 px at 64-128 px)
@@ -20,6 +20,8 @@ def _batch():
     targets = [{"boxes": torch.tensor([[10.3, 12.6, 60.7, 70.2], [50.3, 40.7, 120.1, 100.9]]),
                 "labels": torch.tensor([1, 3])},
                {"boxes": torch.tensor([[20.2, 30.9, 101.7, 111.4]]), "labels": torch.tensor([2])}]
+    for t in targets:  # the training short side, as the train loader draws it per batch
+        t["train_size"] = cfg["input"]["min_size"][-1]
     return images, targets
 
 
@@ -81,7 +83,7 @@ def _run(cell, autocast: bool):
     _record(rpn, "assign_targets_to_anchors", seen)
     _record(rpn, "compute_loss", seen)
     _record(roi, "select_training_samples", seen)
-    images, targets = _batch()
+    images, targets = _batch(cfg)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         torch.manual_seed(1)  # the samplers' draws
         model.train()
@@ -127,11 +129,12 @@ def test_real_heads_get_float32_rois_and_give_float32_boxes_under_autocast(cell)
     """The unpatched model: convolutions in bf16, RoIAlign / PS-RoIAlign fed float32 RoIs,
     float32 losses and detections."""
     torch.manual_seed(0)
-    model = build_model(load_cell(cell, "smoke"))
+    cfg = load_cell(cell, "smoke")
+    model = build_model(cfg)
     rois, head_outputs = [], []
     model.roi_heads.box_head.register_forward_pre_hook(lambda m, args: rois.extend(p.dtype for p in args[1]))
     model.rpn.head.register_forward_hook(lambda m, args, out: head_outputs.extend(v.dtype for v in out.values()))
-    images, targets = _batch()
+    images, targets = _batch(cfg)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model.train()
         losses = model(images, targets)
