@@ -70,16 +70,17 @@ def utc_now() -> str:
 
 # --- dataset manifest ---------------------------------------------------------------------------
 
-def annotation_files(cfg: dict) -> list[tuple[str, Path]]:
-    """``[(path relative to dataset.root, path)]`` of the annotation files of the train and test
-    sets. COCO: ``annotations/instances_<set>.json`` (``image_info_<set>.json`` for test sets).
+def annotation_files(cfg: dict, sets=None) -> list[tuple[str, Path]]:
+    """``[(path relative to dataset.root, path)]`` of the annotation files of ``sets`` (default:
+    the train and test sets). COCO: ``annotations/instances_<set>.json`` (``image_info_<set>.json``
+    for test sets).
     VOC: each ``VOC<year>/ImageSets/Main/<set>.txt`` and every ``Annotations/<id>.xml`` it lists."""
     from klrpn.data.coco import coco_paths
     from klrpn.data.voc import parse_image_set
 
     d = cfg["dataset"]
     root = Path(d["root"])
-    sets = list(dict.fromkeys([*d["train"], d["test"]]))
+    sets = list(dict.fromkeys([*d["train"], d["test"]] if sets is None else sets))
     files: dict[str, Path] = {}
     for name in sets:
         if d["format"] == "coco":
@@ -196,6 +197,7 @@ def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dic
 
     m, d = cfg["model"], cfg["dataset"]
     train_prov = dict(final.get("provenance") or {})
+    identity = train_prov.pop("run_identity", None) or cfg.get("run_identity")  # klrpn.identity
     return {
         "schema_version": SCHEMA_VERSION,
         "cell": cfg["cell"], "profile": cfg["profile"], "table": cfg["table"],
@@ -213,6 +215,7 @@ def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dic
             "eval_wall_time_s": round(eval_wall_time_s, 3),
             "train_iters": int(final["iteration"]), "date": utc_now(),
             "hardware": train_prov.get("hardware", "unknown"),
+            "run_identity": identity,
             "train": plain(train_prov),
         },
     }

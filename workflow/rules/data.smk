@@ -26,7 +26,7 @@ rule download:
 
 rule synth:
     output:
-        directory(SYNTHETIC_ROOT or f"{DATA_ROOT}/synthetic"),
+        directory(SYNTHETIC_ROOT or "synthetic"),
     log:
         f"{LOGS}/synth.log",
     params:
