@@ -46,17 +46,18 @@ def default_params_dir() -> Path:
 
 
 def list_cells(params_dir: str | os.PathLike | None = None) -> list[dict]:
-    """The cells of ``cells.yaml``: a list of ``{"id": str, "table": int}``."""
+    """The cells of ``cells.yaml`` (a mapping ``<cell id>: {table: 1|2}``), in file order, as a
+    list of ``{"id": str, "table": int}``."""
     path = Path(params_dir or default_params_dir()) / CELLS_INDEX
     data = _read_yaml(path)
     cells = data.get("cells") if isinstance(data, dict) else None
-    if not isinstance(cells, list) or not cells:
-        raise ParamsError(f"{path}: key 'cells' must be a non-empty list")
-    for i, cell in enumerate(cells):
-        if not (isinstance(cell, dict) and set(cell) == {"id", "table"}
-                and isinstance(cell["id"], str) and cell["table"] in (1, 2)):
-            raise ParamsError(f"{path}: key 'cells[{i}]' must be {{id: <cell id>, table: 1|2}}, got {cell!r}")
-    return cells
+    if not isinstance(cells, dict) or not cells:
+        raise ParamsError(f"{path}: key 'cells' must be a non-empty mapping <cell id>: {{table: 1|2}}")
+    for cell_id, entry in cells.items():
+        if not (isinstance(cell_id, str) and isinstance(entry, dict) and set(entry) == {"table"}
+                and entry["table"] in (1, 2)):
+            raise ParamsError(f"{path}: key 'cells.{cell_id}' must be {{table: 1|2}}, got {entry!r}")
+    return [{"id": cell_id, "table": entry["table"]} for cell_id, entry in cells.items()]
 
 
 def load_cell(cell_id: str, profile: str = "paper",

@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from klrpn import report
 from klrpn.cli import main
+from klrpn.config import list_cells
 
 REPO = Path(__file__).resolve().parents[1]
 SHA = "a" * 64
@@ -49,8 +49,7 @@ def _write(results: Path, m: dict) -> Path:
 
 
 def _cells(table: int) -> list[str]:
-    cells = yaml.safe_load((REPO / "params/cells.yaml").read_text())["cells"]
-    return [c["id"] for c in cells if c["table"] == table]
+    return [c["id"] for c in list_cells(REPO / "params") if c["table"] == table]
 
 
 def _row(md: str, method: str, backbone: str, proposal: str) -> list[str]:
