@@ -34,7 +34,8 @@ def _metrics(cell: str, table: int, profile: str = "paper", **over) -> dict:
         "provenance": {"git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": False,
                        "params_hash": SHA, "seed": 0, "torch": "2.14.1", "torchvision": "0.29.1",
                        "wall_time_s": 80.5, "eval_wall_time_s": 10.0, "train_iters": 300,
-                       "date": "2026-11-25T12:00:00Z", "hardware": "cpu: 2 cores", "train": {}},
+                       "date": "2026-11-25T12:00:00Z", "hardware": "cpu: 2 cores", "run_identity": None,
+                       "train": {}},
     }
     for k, v in over.items():
         m[k] = v

@@ -178,15 +178,15 @@ def test_code_change_retrains_from_zero_and_a_killed_repro_resumes(pipeline):
     proc = subprocess.Popen(["dvc", "repro", f"train@{CELL}"], cwd=clone, env=env_for(clone),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
+    stale = out / f"stale-{old['id'][:12]}"
     deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if (out / "train_log.csv").is_file() and len(log_iterations(out)) >= 2:
+    while time.time() < deadline and proc.poll() is None:   # the new run's second iteration
+        if stale.is_dir() and (out / "train_log.csv").is_file() and len(log_iterations(out)) >= 2:
             break
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)            # Ctrl-C in the terminal running dvc repro
     killed = proc.communicate(timeout=300)[0]
     assert proc.returncode != 0, killed
-    stale = out / f"stale-{old['id'][:12]}"
     assert f"moved it to {stale.relative_to(clone)}" in killed and "made with other code" in killed
     assert final_state(stale)["provenance"]["run_identity"] == old   # the old run, kept aside
     assert not (out / "model_final.pt").exists()
