@@ -94,7 +94,14 @@ def data_fingerprint(cfg: dict) -> str:
     from klrpn.evaluate import annotation_files
 
     h = hashlib.sha256()
-    for rel, path in annotation_files(cfg, sets=cfg["dataset"]["train"]):
+    try:
+        files = annotation_files(cfg, sets=cfg["dataset"]["train"])
+    except FileNotFoundError as err:
+        group = cfg["dataset"]["format"]
+        raise FileNotFoundError(
+            f"{err}; get the data first: `klrpn data download {group} weights --root data` "
+            "(then `dvc add data`), or `dvc pull data.dvc` where a team shares it") from None
+    for rel, path in files:
         h.update(f"annotation\t{rel}\t{_sha256_file(path)}\n".encode())
     markers = data_markers(cfg)
     for path in markers:
