@@ -217,7 +217,7 @@ def test_code_change_retrains_from_zero_and_a_killed_repro_resumes(pipeline):
 def test_exp_run_with_one_changed_param_reruns_only_that_cell(pipeline):
     _, repo, _ = pipeline
     cell = "voc07-rfcn-resnet101-rpn"
-    proc = run(repo, "dvc", "exp", "run", "-S", f"params/cells/{cell}.yaml:seed=1")
+    proc = run(repo, "dvc", "exp", "run", "-S", f"params/cells/{cell}.yaml:+seed=1")
     assert stages_run(proc.stdout) == {f"train@{cell}", f"evaluate@{cell}", "table2"}
     assert final_state(repo / "results" / cell)["cfg"]["seed"] == 1
     assert list((repo / "results" / cell).glob("stale-*"))      # the seed-0 run, kept aside
