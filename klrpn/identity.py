@@ -70,10 +70,10 @@ def code_hash(root: Path | str = ROOT) -> str:
 
 
 def data_markers(cfg: dict) -> list[Path]:
-    """The marker files describing the cell's training data and (if pretrained) its ImageNet
-    weights, those that exist: ``<dataset root parent>/.klrpn-synth.json`` and
-    ``.klrpn-downloads/<entry>.json`` of the dataset's manifest group; the weights' marker next
-    to ``model.weights_dir``."""
+    """The marker files describing the cell's training data and (if pretrained with torchvision
+    weights) its ImageNet weights, those that exist: ``<dataset root parent>/.klrpn-synth.json``
+    and ``.klrpn-downloads/<entry>.json`` of the dataset's manifest group; the weights' marker
+    next to ``model.weights_dir``."""
     from klrpn.data.download import read_manifest
     from klrpn.data.synthetic import MARKER as SYNTH_MARKER
 
@@ -82,7 +82,7 @@ def data_markers(cfg: dict) -> list[Path]:
     names = [e.name for e in manifest if e.group == cfg["dataset"]["format"]]
     found = [data_root / SYNTH_MARKER] + [data_root / DOWNLOAD_MARKERS / f"{n}.json" for n in names]
     m = cfg["model"]
-    if m.get("pretrained"):
+    if m.get("pretrained") and m.get("weights_style", "torchvision") == "torchvision":
         found.append(Path(m["weights_dir"]).parent / DOWNLOAD_MARKERS / f"{m['backbone']}.json")
     return [p for p in found if p.is_file()]
 
@@ -90,7 +90,7 @@ def data_markers(cfg: dict) -> list[Path]:
 def data_fingerprint(cfg: dict) -> str:
     """sha256 over the training sets' annotation files and :func:`data_markers` (each as
     ``"<kind>\\t<path>\\t<sha256>\\n"``, paths relative to their root). Pretrained cells without a
-    weights marker (weights placed by hand) hash the weights file itself."""
+    weights marker (weights placed by hand, caffe-style weights) hash the weights file itself."""
     from klrpn.evaluate import annotation_files
 
     h = hashlib.sha256()
@@ -108,7 +108,9 @@ def data_fingerprint(cfg: dict) -> str:
         h.update(f"marker\t{path.parent.name}/{path.name}\t{_sha256_file(path)}\n".encode())
     m = cfg["model"]
     if m.get("pretrained") and not any(p.name == f"{m['backbone']}.json" for p in markers):
-        weights = Path(m["weights_dir"]) / m["weights_file"]
+        from klrpn.models import weights_file   # the file of model.weights_style
+
+        weights = Path(m["weights_dir"]) / weights_file(m)
         if not weights.is_file():
             raise FileNotFoundError(f"{weights}: ImageNet weights not found; run `klrpn data "
                                     "download weights` or set model.pretrained: false")
