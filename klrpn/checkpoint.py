@@ -16,9 +16,11 @@ never a truncated checkpoint under a real name.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +36,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not belong to this run."""
 
 
+class DiskFullError(CheckpointError):
+    """The filesystem ran out of space while a checkpoint or model was written."""
+
+
 def atomic_save(obj, path: Path | str) -> Path:
-    """``torch.save`` to a temporary sibling, fsync, then rename over ``path``."""
+    """``torch.save`` to a temporary sibling, fsync, then rename over ``path``. A write that
+    fails for lack of space removes the partial file and raises :class:`DiskFullError`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -45,10 +52,37 @@ def atomic_save(obj, path: Path | str) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, Exception):
+            raise_if_disk_full(err, path, obj)
         raise
     return path
+
+
+def raise_if_disk_full(err: Exception, path: Path, obj) -> None:
+    """Turn a failed write of ``obj`` to ``path`` into a one-line :class:`DiskFullError` when
+    the disk is full: ENOSPC, or (torch's zip writer reports it as ``RuntimeError: [enforce
+    fail at inline_container.cc] ... unexpected pos``) less space free than ``obj`` needs."""
+    needed = payload_bytes(obj)
+    free = shutil.disk_usage(path.parent).free  # measured after the partial file was removed
+    if getattr(err, "errno", None) != errno.ENOSPC and free >= needed:
+        return
+    raise DiskFullError(
+        f"no space left on device while writing {path}: it needs about {needed / 2**20:.1f} MiB, "
+        f"{free / 2**20:.1f} MiB are free there; the partial file was removed, free some space "
+        f"and rerun the same command (it resumes from the last checkpoint)") from None
+
+
+def payload_bytes(obj) -> int:
+    """Bytes of the tensors in a nested dict/list ``obj`` (about the size torch.save writes)."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(payload_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_bytes(v) for v in obj)
+    return 0
 
 
 def load(path: Path | str, device="cpu") -> dict:

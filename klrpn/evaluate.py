@@ -113,7 +113,8 @@ def manifest_sha256(cfg: dict) -> str:
 def predict(model, dataset, device: torch.device, *, num_workers: int = 0,
             progress: bool = True) -> tuple[dict, dict]:
     """``(detections, proposals)``, each ``{image_id: {...}}`` on the CPU: detections
-    ``{"boxes","labels","scores"}``, proposals ``{"boxes","scores"}`` (``model.propose``)."""
+    ``{"boxes","labels","scores"}``, proposals ``{"boxes","scores"}``, both from one forward
+    pass per image (``model.detect``)."""
     from tqdm import tqdm
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=num_workers,
@@ -123,8 +124,7 @@ def predict(model, dataset, device: torch.device, *, num_workers: int = 0,
     for image, target in tqdm(loader, total=len(dataset), desc="evaluate", disable=not progress,
                               mininterval=5.0):
         image = image.to(device)
-        det = model([image])[0]
-        prop = model.propose([image])[0]
+        (det,), (prop,) = model.detect([image])
         image_id = int(target["image_id"])
         detections[image_id] = {k: det[k].detach().cpu() for k in ("boxes", "labels", "scores")}
         proposals[image_id] = {k: prop[k].detach().cpu() for k in ("boxes", "scores")}

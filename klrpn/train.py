@@ -16,6 +16,7 @@ scaler, RNG states, and the loader replays its deterministic stream up to ``star
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -31,6 +32,7 @@ import torch
 
 from klrpn import checkpoint as ckpt
 from klrpn import distributed as dist_utils
+from klrpn import runlock
 from klrpn.distributed import World
 
 SIGTERM_EXIT = 128 + signal.SIGTERM
@@ -166,7 +168,8 @@ class TrainLog:
         if not rows:
             return
         self.columns = rows[0]
-        kept = [r for r in rows[1:] if r and int(r[0]) <= start_iter]
+        # a row cut short by a kill has fewer fields: dropped with those after the checkpoint
+        kept = [r for r in rows[1:] if len(r) == len(self.columns) and int(r[0]) <= start_iter]
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         with open(tmp, "w", newline="") as f:
             csv.writer(f).writerows([self.columns] + kept)
@@ -435,17 +438,30 @@ def train_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None 
                restart_on_params_change: bool = False, log=print) -> int:
     """Train one cell into ``out_dir`` (default ``results/CELL``); returns an exit status.
 
-    Under torchrun, this process is one worker. Otherwise it picks the device, claims GPUs
+    Only one run may train into ``out_dir`` at a time (:mod:`klrpn.runlock`); a second one
+    fails at once with :class:`~klrpn.runlock.RunLockError`. Under torchrun, this process is
+    one worker. Otherwise it picks the device, claims GPUs
     (:mod:`klrpn.gpu`) and either trains in this process (CPU or one GPU) or re-launches itself
     under torchrun with one process per claimed GPU. With ``restart_on_params_change``, a run
     of ``out_dir`` made with other params is moved aside (:func:`archive_stale_run`) instead of
     being an error: the pipelines retrain a cell whose params changed.
     """
     from klrpn.config import load_cell
-    from klrpn import gpu
 
     cfg = load_cell(cell_id, profile, params_dir)
     out_dir = Path(out_dir or Path("results") / cell_id)
+    worker = dist_utils.under_torchrun() and dist_utils.world_from_env().rank != 0
+    with contextlib.nullcontext() if worker else runlock.hold(out_dir):
+        return _train_cell(cfg, out_dir, profile=profile, params_dir=params_dir, device=device,
+                           amp=amp, restart_on_params_change=restart_on_params_change, log=log)
+
+
+def _train_cell(cfg: dict, out_dir: Path, *, profile: str, params_dir, device: str | None,
+                amp: str | None, restart_on_params_change: bool, log) -> int:
+    """:func:`train_cell` once the output folder's run lock is held."""
+    from klrpn import gpu
+
+    cell_id = cfg["cell"]
     if restart_on_params_change and not dist_utils.under_torchrun():
         archive_stale_run(out_dir, cfg["params_hash"], log)
     if already_trained(out_dir, cfg, log):
@@ -490,7 +506,7 @@ def archive_stale_run(out_dir: Path, params_hash: str, log=print) -> Path | None
     archive = out_dir / f"stale-{str(old)[:12]}"
     archive.mkdir(exist_ok=True)
     for entry in sorted(out_dir.iterdir()):
-        if not entry.name.startswith("stale-"):
+        if not entry.name.startswith("stale-") and entry.name != runlock.LOCK_NAME:
             entry.rename(archive / entry.name)
     log(f"{out_dir}: trained with params hash {old!r}, now {params_hash!r}: moved the old run "
         f"to {archive} and starting afresh")

@@ -26,12 +26,14 @@ def run(args: argparse.Namespace) -> int:
     from klrpn.checkpoint import CheckpointError
     from klrpn.config import ParamsError
     from klrpn.gpu import GPUClaimError
+    from klrpn.runlock import RunLockError
     from klrpn.train import DivergenceError, train_cell
 
     try:
         return train_cell(args.cell, args.profile, args.out, params_dir=args.params,
                           device=args.device, amp=args.amp,
                            restart_on_params_change=args.restart_on_params_change)
-    except (ParamsError, CheckpointError, GPUClaimError, DivergenceError, FileNotFoundError) as e:
+    except (ParamsError, CheckpointError, GPUClaimError, DivergenceError, RunLockError,
+            FileNotFoundError) as e:
         print(f"klrpn train: {e}", file=sys.stderr)
         return 1

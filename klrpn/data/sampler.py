@@ -64,9 +64,20 @@ def build_train_loader(dataset, *, batch_size: int, seed: int, rank: int = 0, wo
                        start_iter: int = 0, aspect_grouping: bool = True, num_workers: int = 0):
     """Endless iterable of ``(list[image [3, H, W]], list[target])`` batches for this rank;
     flips are drawn when ``dataset.flip`` is set. Workers keep the order (same batches for any
-    ``num_workers``)."""
+    ``num_workers``).
+
+    The loader has a generator of its own: without one, each ``iter(loader)`` draws its workers'
+    base seed from the global torch RNG, so a resumed run (RNG restored, then a new iterator)
+    would be one draw off the uninterrupted run for every random choice after it."""
     batches = TrainBatches(dataset.sizes, batch_size=batch_size, seed=seed, rank=rank,
                            world_size=world_size, start_iter=start_iter,
                            aspect_grouping=aspect_grouping, flip=bool(getattr(dataset, "flip", False)))
+    generator = torch.Generator().manual_seed(loader_seed(seed, rank, start_iter))
     return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
-                                       num_workers=num_workers)
+                                       num_workers=num_workers, generator=generator)
+
+
+def loader_seed(seed: int, rank: int, start_iter: int) -> int:
+    """Seed of the loader's own generator (its workers' base seed), a function of the run's
+    seed, the rank and where the stream starts: never of the global RNG."""
+    return int(np.random.SeedSequence([seed, rank, start_iter]).generate_state(1, np.uint64)[0])

@@ -41,7 +41,8 @@ class TwoStageDetector(GeneralizedRCNN):
 
     train: ``model(images, targets)`` -> loss dict whose sum is the total loss (eq. 9: the RoI
     losses are multiplied by ``roi_loss_weight``); eval: ``model(images)`` -> one
-    ``{"boxes", "labels", "scores"}`` per image, in input-image pixels.
+    ``{"boxes", "labels", "scores"}`` per image, in input-image pixels; ``detect(images)`` ->
+    those and the proposals behind them, from the same pass.
     """
 
     def __init__(self, backbone, rpn, roi_heads, transform, *, roi_loss_weight: float):
@@ -49,17 +50,25 @@ class TwoStageDetector(GeneralizedRCNN):
         self.roi_loss_weight = roi_loss_weight
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
-        if self.training and targets is None:
+        if not self.training:
+            return self.detect(images)[0]
+        if targets is None:
             raise ValueError("TwoStageDetector in training mode needs targets")
-        original_sizes = [tuple(img.shape[-2:]) for img in images]
         images, targets = self.transform(images, targets)
         features = self.backbone(images.tensors)
         proposals, rpn_losses = self.rpn(images, features, targets)
-        detections, roi_losses = self.roi_heads(features, [p["boxes"] for p in proposals],
-                                                images.image_sizes, targets)
-        if self.training:
-            return {**rpn_losses, **{k: self.roi_loss_weight * v for k, v in roi_losses.items()}}
-        return self.transform.postprocess(detections, images.image_sizes, original_sizes)
+        _, roi_losses = self.roi_heads(features, [p["boxes"] for p in proposals],
+                                       images.image_sizes, targets)
+        return {**rpn_losses, **{k: self.roi_loss_weight * v for k, v in roi_losses.items()}}
+
+    def detect(self, images: list[Tensor]) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
+        """Eval mode, one pass: ``(detections, proposals)`` per image, both in input-image
+        pixels; the proposals are exactly those the RoI head classified (see :meth:`propose`)."""
+        transformed, features, proposals, original_sizes = self.first_stage(images)
+        detections, _ = self.roi_heads(features, [p["boxes"] for p in proposals],
+                                       transformed.image_sizes)
+        detections = self.transform.postprocess(detections, transformed.image_sizes, original_sizes)
+        return detections, self.to_input_pixels(proposals, transformed.image_sizes, original_sizes)
 
     @torch.no_grad()
     def propose(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
@@ -68,9 +77,19 @@ class TwoStageDetector(GeneralizedRCNN):
         probability; KL-RPN: log of eq. 10's score), plus ``"log_var"`` [K, 4] for KL-RPN."""
         if self.training:
             raise RuntimeError("propose() is for analysis: call model.eval() first")
+        transformed, _, proposals, original_sizes = self.first_stage(images)
+        return self.to_input_pixels(proposals, transformed.image_sizes, original_sizes)
+
+    def first_stage(self, images: list[Tensor]):
+        """``(transformed images, features, proposals, original sizes)``, no targets."""
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         transformed, _ = self.transform(images)
-        proposals, _ = self.rpn(transformed, self.backbone(transformed.tensors))
-        for p, size, original in zip(proposals, transformed.image_sizes, original_sizes):
-            p["boxes"] = resize_boxes(p["boxes"], size, original)
-        return proposals
+        features = self.backbone(transformed.tensors)
+        proposals, _ = self.rpn(transformed, features)
+        return transformed, features, proposals, original_sizes
+
+    @staticmethod
+    def to_input_pixels(proposals: list[dict], sizes, original_sizes) -> list[dict]:
+        """Proposal boxes from transformed-image to input-image pixels (new dicts)."""
+        return [{**p, "boxes": resize_boxes(p["boxes"], size, original)}
+                for p, size, original in zip(proposals, sizes, original_sizes)]
