@@ -40,18 +40,19 @@ install_packages() {
     command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get (Debian/Ubuntu only)"
     echo "slurm-local: installing ${missing[*]} (apt-get)"
     # no service may start at install time: this script starts the daemons itself
-    local policy=/usr/sbin/policy-rc.d created_policy=0
+    local policy=/usr/sbin/policy-rc.d created_policy=0 rc=0
     if [ ! -e $policy ]; then printf '#!/bin/sh\nexit 101\n' > $policy; chmod +x $policy; created_policy=1; fi
-    # shellcheck disable=SC2064
-    trap "[ $created_policy = 1 ] && rm -f $policy" RETURN
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
-            > "$STATE/apt.log" 2>&1; then
-        # a fresh machine may have no package lists yet
-        DEBIAN_FRONTEND=noninteractive apt-get update -q >> "$STATE/apt.log" 2>&1 \
-            || die "apt-get update failed, see $STATE/apt.log"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
-            >> "$STATE/apt.log" 2>&1 || die "apt-get install ${missing[*]} failed, see $STATE/apt.log"
-    fi
+    apt_install "${missing[@]}" || rc=$?
+    [ $created_policy = 1 ] && rm -f $policy
+    [ $rc = 0 ] || die "apt-get install ${missing[*]} failed, see $STATE/apt.log"
+}
+
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "$@" > "$STATE/apt.log" 2>&1 && return 0
+    # a fresh machine may have no package lists yet
+    apt-get update -q >> "$STATE/apt.log" 2>&1 || return 1
+    apt-get install -y -q --no-install-recommends "$@" >> "$STATE/apt.log" 2>&1
 }
 
 write_config() {

@@ -285,3 +285,34 @@ def test_smoke_run_on_slurm_survives_snakemake_restarts_and_requeue(cluster, wor
         differ = [k for k in want if not torch.equal(got[k], want[k])]
         assert got.keys() == want.keys() and not differ, f"{cell}: {len(differ)} of {len(want)} tensors differ: {differ[:5]}"
     print(f"SLURM smoke run with two restarts and a requeue: {time.monotonic() - started:.0f} s")
+
+
+def test_lost_controller_ends_the_run_with_a_message_instead_of_a_hang(cluster, tmp_path):
+    """slurmctld dies after a job was submitted: every status query fails. The plugin alone would
+    drop the job and wait forever in silence; the profile's status watch names the job and the
+    error at each check and ends the run after KLRPN_SLURM_STATUS_TIMEOUT seconds."""
+    wd = _copy_workflow(tmp_path)
+    env = {**cluster, "KLRPN_SLURM_STATUS_TIMEOUT": "20"}
+    log = wd / "run.out"
+    started = time.monotonic()
+    proc = subprocess.Popen([SNAKEMAKE, "--profile", "workflow/profiles/slurm", "--config", "profile=smoke",
+                             "--slurm-init-seconds-before-status-checks", "5", "--", "data/synthetic"],
+                            cwd=wd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        jobid = wait_for("the synth job's submission",
+                         lambda: re.findall(r"submitted with SLURM jobid (\d+)", log.read_text()), 120,
+                         proc=proc, log=log)[0]
+        os.kill(int((STATE / "slurmctld.pid").read_text()), signal.SIGTERM)
+        assert proc.wait(timeout=180) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+    output = log.read_text()
+    assert f"status of SLURM job {jobid} unknown" in output, output[-3000:]
+    assert f"no status for SLURM job {jobid} for" in output and "KLRPN_SLURM_STATUS_TIMEOUT=20" in output
+    # the query's own error is passed on (without slurmctld the plugin cannot read MinJobAge and
+    # falls back to sacct: "Slurm accounting storage is disabled")
+    assert re.search(r"the status query failed: `(squeue|sacct) .*`: exit \d+: \S", output), output[-3000:]
+    print(f"lost controller: run ended after {time.monotonic() - started:.0f} s")
