@@ -35,6 +35,7 @@ import csv
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -100,8 +101,6 @@ def probe_command(command: str) -> list[str]:
 def check_status_command(requested: str, init_s: int, *, run=subprocess.run, which=None) -> str:
     """Raise StatusCheckError unless the status command the plugin will use works on this cluster
     and sees every finished job; returns that command."""
-    import shutil
-
     which = which or shutil.which
     conf = scontrol_config(run)
     min_job_age = seconds(conf.get("MinJobAge"))
