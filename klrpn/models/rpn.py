@@ -192,9 +192,9 @@ class KLRPN(ProposalNetwork):
 
     def __init__(self, *, gamma: float, neg_var: float, score_eps: float, score_rule: str = "eq10",
                  **kwargs):
-        super().__init__(**kwargs)
         if score_rule not in self.SCORE_RULES:
             raise ValueError(f"score_rule {score_rule!r}: expected one of {self.SCORE_RULES}")
+        super().__init__(**kwargs)
         self.gamma, self.neg_var, self.score_eps = gamma, neg_var, score_eps
         self.score_rule = score_rule
 
