@@ -626,10 +626,14 @@ def plot_proposals(summary: list[dict], out_png, profile: str | None) -> None:
             label = f"{'RPN' if kind == 'rpn' else 'KL-RPN'} ({len(c['seeds'])} seed{'s' * (len(c['seeds']) != 1)})"
             ks = [int(k) for k in c["ar"] if c["ar"][k] is not None]
             row[0].plot(ks, [c["ar"][str(k)] for k in ks], "o-", color=colors[kind], label=label)
+            same = c["iou300"] == c["iou1000"]      # the model returns <= 300 proposals
             for key, style in (("iou300", "-"), ("iou1000", "--")):
+                if same and key == "iou1000":
+                    continue
                 ts = [t for t in c[key] if c[key][t] is not None]
-                row[1].plot([float(t) for t in ts], [c[key][t] for t in ts], style, marker=".",
-                            color=colors[kind], label=f"{label}, {key[3:]} proposals")
+                text = "300 = 1000" if same else key[3:]
+                row[1].plot([float(t) for t in ts], [c[key][t] for t in ts], linestyle=style,
+                            marker=".", color=colors[kind], label=f"{label}, {text} proposals")
         row[0].set_xscale("log")
         row[0].set_xlabel("proposals per image")
         row[0].set_ylabel("AR (IoU .50:.95, %)")
