@@ -447,7 +447,7 @@ def _jinja(name: str) -> jinja2.Template:
 # --- significance ------------------------------------------------------------------------------
 
 def significance_rows(results_dir, seeds: list[int], *, params_dir=None, profile: str | None = None,
-                      resamples: int = 1000, bootstrap_seed: int = 0,
+                      resamples: int = 1000, bootstrap_seed: int = 0, workers: int = 1,
                       tables=(1, 2)) -> tuple[list[dict], str | None]:
     """One row per RPN / KL-RPN pair: paper Δ, our Δ per seed (metrics.json), the paired
     bootstrap over the seeds where both cells have detections.json. Each detections.json is
@@ -494,7 +494,7 @@ def significance_rows(results_dir, seeds: list[int], *, params_dir=None, profile
                     evals[(cell, s)] = e
             boot = paired_bootstrap([evals[(p["rpn"], s)] for s in both],
                                     [evals[(p["klrpn"], s)] for s in both],
-                                    resamples=resamples, seed=bootstrap_seed)
+                                    resamples=resamples, seed=bootstrap_seed, workers=workers)
         row = p["row"]
         rows.append({
             "table": p["table"], "method": row["method"], "backbone": row["backbone"],
@@ -512,11 +512,12 @@ def significance_rows(results_dir, seeds: list[int], *, params_dir=None, profile
 
 def render_significance(results_dir="results", seeds=(0,), *, params_dir=None,
                         profile: str | None = None, resamples: int = 1000,
-                        bootstrap_seed: int = 0) -> tuple[str, pd.DataFrame]:
+                        bootstrap_seed: int = 0, workers: int = 1) -> tuple[str, pd.DataFrame]:
     """The markdown of reports/significance.md and the frame of significance.csv."""
     seeds = sorted(set(int(s) for s in seeds))
     rows, profile = significance_rows(results_dir, seeds, params_dir=params_dir, profile=profile,
-                                      resamples=resamples, bootstrap_seed=bootstrap_seed)
+                                      resamples=resamples, bootstrap_seed=bootstrap_seed,
+                                      workers=workers)
     frame = pd.DataFrame.from_records([{
         "table": r["table"], "method": r["method"], "backbone": r["backbone"],
         "train_data": r["train_data"], "rpn_cell": r["rpn_cell"], "klrpn_cell": r["klrpn_cell"],

@@ -45,6 +45,8 @@ def register(subparsers) -> None:
                    help="significance: bootstrap resamples (default 1000)")
     p.add_argument("--bootstrap-seed", type=int, default=0,
                    help="significance: seed of the bootstrap's resampling (default 0)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="significance: processes sharing the resamples (default 1; same result)")
     p.set_defaults(func=run)
 
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             csv = Path(args.csv) if args.csv else out.with_suffix(".csv")
             report.write_significance(out, csv, args.results, args.seeds, params_dir=args.params,
                                       profile=args.profile, resamples=args.resamples,
-                                      bootstrap_seed=args.bootstrap_seed)
+                                      bootstrap_seed=args.bootstrap_seed, workers=args.workers)
             written = [out, csv]
         elif args.table == "proposals":
             png = Path(args.png) if args.png else out.with_suffix(".png")

@@ -104,7 +104,7 @@ class CocoPerImage(PerImageEval):
         counts = self._counts(counts)
         out = []
         for cat in self.categories:
-            npig = float(counts @ cat["npig"])
+            npig = float((counts * cat["npig"]).sum())   # no BLAS: safe after fork
             if npig == 0:
                 continue
             w = counts[cat["image"]]                                    # [D]
@@ -170,7 +170,7 @@ class VocPerImage(PerImageEval):
         counts = self._counts(counts)
         out = []
         for c in self.classes:
-            npos = float(counts @ c["npos"])
+            npos = float((counts * c["npos"]).sum())
             if npos == 0:
                 out.append(None)
                 continue
@@ -247,11 +247,27 @@ def verdict(low: float, high: float) -> str:
     return VERDICTS[2]
 
 
+_FORKED: dict = {}   # what forked workers read: (rpn, klrpn, counts)
+
+
+def _resample_deltas(rpn, klrpn, counts) -> np.ndarray:
+    """Seed-mean Delta for each row of ``counts``."""
+    return np.array([np.mean([_delta(k.metric(c), r.metric(c)) for r, k in zip(rpn, klrpn)])
+                     for c in counts])
+
+
+def _worker(bounds: tuple[int, int]) -> np.ndarray:
+    rpn, klrpn, counts = _FORKED["args"]
+    return _resample_deltas(rpn, klrpn, counts[bounds[0]:bounds[1]])
+
+
 def paired_bootstrap(rpn: list[PerImageEval], klrpn: list[PerImageEval], *,
-                     resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+                     resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                     workers: int = 1) -> dict:
     """The paired bootstrap over seed pairs ``(rpn[s], klrpn[s])`` (same test images, same
     order). Returns ``{"delta": mean over seeds of the full-set Delta, "per_seed": [...],
-    "ci": [low, high], "level", "resamples", "seed", "verdict", "deltas": [B] array}``."""
+    "ci": [low, high], "level", "resamples", "seed", "verdict", "deltas": [B] array}``.
+    ``workers`` > 1 splits the resamples over forked processes (same result as 1)."""
     if not rpn or len(rpn) != len(klrpn):
         raise ValueError(f"need the same non-zero number of RPN and KL-RPN runs, got "
                          f"{len(rpn)} and {len(klrpn)}")
@@ -263,9 +279,19 @@ def paired_bootstrap(rpn: list[PerImageEval], klrpn: list[PerImageEval], *,
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     per_seed = [_delta(k.metric(), r.metric()) for r, k in zip(rpn, klrpn)]
     counts = resample_counts(len(ids), resamples, seed)
-    deltas = np.empty(resamples)
-    for b, c in enumerate(counts):
-        deltas[b] = np.mean([_delta(k.metric(c), r.metric(c)) for r, k in zip(rpn, klrpn)])
+    workers = max(1, min(int(workers), resamples))
+    if workers == 1:
+        deltas = _resample_deltas(rpn, klrpn, counts)
+    else:
+        import multiprocessing
+
+        edges = np.linspace(0, resamples, workers + 1).astype(int)
+        _FORKED["args"] = (rpn, klrpn, counts)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                deltas = np.concatenate(pool.map(_worker, list(zip(edges[:-1], edges[1:]))))
+        finally:
+            _FORKED.clear()
     deltas = deltas[np.isfinite(deltas)]
     if not len(deltas):
         raise ValueError("the metric is undefined in every resample (no ground truth?)")

@@ -173,6 +173,8 @@ def test_planted_difference_is_detected_both_ways(kind):
     assert worse["ci"] == pytest.approx([-better["ci"][1], -better["ci"][0]])  # same resamples
     again = paired_bootstrap([good_eval], [bad_eval], resamples=1000, seed=0)
     assert (again["deltas"] == worse["deltas"]).all()                         # deterministic
+    forked = paired_bootstrap([good_eval], [bad_eval], resamples=1000, seed=0, workers=3)
+    assert (forked["deltas"] == worse["deltas"]).all() and forked["ci"] == worse["ci"]
 
 
 def test_seeds_average_and_mismatch_errors():
