@@ -107,8 +107,11 @@ def run_dir(results: str | os.PathLike, cell: str, seed: int = 0) -> Path:
 
 
 def load_cell(cell_id: str, profile: str = "paper",
-              params_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+              params_dir: str | os.PathLike | None = None, seed: int | None = None) -> dict[str, Any]:
     """Resolve and validate the configuration of one cell or ablation variant.
+
+    ``seed`` (if given) replaces the params' ``seed`` after every file is merged (a run of the
+    cell with another seed: its own params hash; seed 0 resolves exactly as the params do).
 
     Returns a nested dict (see docs/architecture.md) with ``cell``, ``base_cell`` (the cell
     itself, or the cell an ablation variant extends), ``profile``, ``table``, ``sources`` (the
@@ -150,6 +153,11 @@ def load_cell(cell_id: str, profile: str = "paper",
     if profile != "paper":
         _apply_profile(cfg, origin, sources, params_dir / PROFILES_DIR / f"{profile}.yaml", schema)
 
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ParamsError(f"seed must be an integer >= 0, got {seed!r}")
+        cfg["seed"] = seed
+        origin["seed"] = "the seed argument"
     cfg["table"] = tables[base]
     _validate(cfg, schema, lambda key: origin.get(key, params_dir / cell_file))
     _check_consistency(cfg, base, origin)

@@ -248,18 +248,19 @@ def eval_device(cfg: dict, device: str | None):
 
 def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None = None, *,
                   params_dir=None, device: str | None = None, progress: bool = True,
-                  log=print) -> dict:
-    """Evaluate the trained cell in ``out_dir`` (default ``results/CELL``); write and return
-    its metrics document."""
-    from klrpn.config import load_cell
+                  seed: int | None = None, log=print) -> dict:
+    """Evaluate the trained cell in ``out_dir`` (default ``results/CELL``, or
+    ``klrpn.config.run_dir("results", CELL, seed)`` with ``seed``, which overrides the params'
+    seed as in training); write and return its metrics document."""
+    from klrpn.config import load_cell, run_dir
     from klrpn.data import build_dataset
     from klrpn.metrics.model_stats import count_parameters
     from klrpn.metrics.proposal_quality import coco_gt_of, proposal_quality
     from klrpn.models import build_model
 
     start = time.perf_counter()
-    cfg_now = load_cell(cell_id, profile, params_dir)
-    out_dir = Path(out_dir or Path("results") / cell_id)
+    cfg_now = load_cell(cell_id, profile, params_dir, seed=seed)
+    out_dir = Path(out_dir or run_dir("results", cell_id, seed or 0))
     final = ckpt.load_final(out_dir)
     cfg = final["cfg"]
     if cfg.get("params_hash") != cfg_now["params_hash"]:

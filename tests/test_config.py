@@ -187,3 +187,15 @@ def test_ablations_index_is_validated(params):
         list_variants(params)
     index.unlink()
     assert list_variants(params) == []
+
+
+def test_seed_argument_overrides_the_params_seed():
+    cell = "voc07-rfcn-resnet101-klrpn"
+    plain = load_cell(cell, "smoke", PARAMS)
+    assert plain["seed"] == 0
+    assert load_cell(cell, "smoke", PARAMS, seed=0)["params_hash"] == plain["params_hash"]
+    two = load_cell(cell, "smoke", PARAMS, seed=2)
+    assert two["seed"] == 2 and two["params_hash"] != plain["params_hash"]
+    assert load_cell(f"{BASE}--gamma1", "paper", PARAMS, seed=1)["seed"] == 1
+    with pytest.raises(ParamsError, match="seed must be an integer >= 0"):
+        load_cell(cell, "smoke", PARAMS, seed=-1)

@@ -12,3 +12,6 @@ def add_cell_arguments(parser, *, out_help: str) -> None:
     parser.add_argument("--profile", default="paper", help="params profile: paper (default) or smoke")
     parser.add_argument("--params", default=None, help="params folder (default $KLRPN_PARAMS or ./params)")
     parser.add_argument("--out", default=None, help=out_help)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="run with this seed instead of the params' (own params hash; default "
+                             "--out: klrpn.config.run_dir, results/seed<N>/CELL for N > 0)")
