@@ -116,7 +116,7 @@ def load_cell(cell_id: str, profile: str = "paper",
     Returns a nested dict (see docs/architecture.md) with ``cell``, ``base_cell`` (the cell
     itself, or the cell an ablation variant extends), ``profile``, ``table``, ``sources`` (the
     files merged, in order) and ``params_hash`` (sha256 of the canonical JSON of everything
-    else) added.
+    else but ``recipe``, see :func:`params_hash`) added.
     """
     params_dir = Path(params_dir or default_params_dir())
     tables = {c["id"]: c["table"] for c in list_cells(params_dir)}
@@ -161,9 +161,29 @@ def load_cell(cell_id: str, profile: str = "paper",
     cfg["table"] = tables[base]
     _validate(cfg, schema, lambda key: origin.get(key, params_dir / cell_file))
     _check_consistency(cfg, base, origin)
-    cfg["params_hash"] = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
+    cfg["params_hash"] = params_hash(cfg)
     cfg.update(cell=cell_id, base_cell=base, profile=profile, sources=[str(p) for p in sources])
     return cfg
+
+
+def params_hash(cfg: dict) -> str:
+    """sha256 of the canonical JSON of ``cfg`` without ``recipe`` (the citations of where the
+    schedule and scales come from: editing one does not make a trained run stale)."""
+    hashed = {k: v for k, v in cfg.items() if k != "recipe"}
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
+
+
+def recipe_of(cfg: dict) -> dict:
+    """The schedule and image scales a resolved cell trains with, and where they come from
+    (its ``recipe``): ``metrics.json`` ``recipe``, rendered in the reports."""
+    t, inp = cfg["train"]["schedule"], cfg["input"]
+    return {"schedule": {"unit": t["unit"], "length": int(t["length"]),
+                         "steps": [int(s) for s in t["steps"]]},
+            "train_min_size": [int(s) for s in inp["min_size"]],
+            "test_min_size": int(inp["test_min_size"]),
+            "max_size": None if inp["max_size"] is None else int(inp["max_size"]),
+            "sources": {"schedule": " ".join(cfg["recipe"]["schedule"].split()),
+                        "scales": " ".join(cfg["recipe"]["scales"].split())}}
 
 
 def _apply_profile(cfg: dict, origin: dict, sources: list, path: Path, schema: dict) -> None:
@@ -205,6 +225,10 @@ def _check_consistency(cfg: dict, cell_id: str, origin: dict) -> None:
         fail("model.rpn.post_nms_top_n_test", "must not exceed model.rpn.pre_nms_top_n_test")
     if m["rpn"]["post_nms_top_n_train"] > m["rpn"]["pre_nms_top_n_train"]:
         fail("model.rpn.post_nms_top_n_train", "must not exceed model.rpn.pre_nms_top_n_train")
+    inp = cfg["input"]
+    if inp["max_size"] is not None and inp["max_size"] < max(*inp["min_size"], inp["test_min_size"]):
+        fail("input.max_size", f"{inp['max_size']} is below a short side of input.min_size / "
+                               "input.test_min_size (null: no cap)")
     steps = t["schedule"]["steps"]
     if steps != sorted(set(steps)) or any(s >= t["schedule"]["length"] for s in steps):
         fail("train.schedule.steps", f"must be increasing and below train.schedule.length "

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from klrpn import checkpoint as ckpt
+from klrpn.config import recipe_of
 from klrpn.data.download import sha256_of
 
 SCHEMA_VERSION = 2   # 2 added proposal_quality (issue 10); the schema still accepts version 1
@@ -209,6 +210,7 @@ def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dic
         "proposal_quality": plain(proposal_quality),
         "params": int(params), "params_M": round(params / 1e6, 2),
         "speed": speed,
+        "recipe": recipe_of(cfg),
         "provenance": {
             **git_state(), "params_hash": cfg["params_hash"], "seed": cfg["seed"],
             "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
@@ -216,9 +218,20 @@ def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dic
             "eval_wall_time_s": round(eval_wall_time_s, 3),
             "train_iters": int(final["iteration"]), "date": utc_now(),
             "hardware": train_prov.get("hardware", "unknown"),
+            "imagenet_weights": imagenet_weights_of(cfg),
             "train": plain(train_prov),
         },
     }
+
+
+def imagenet_weights_of(cfg: dict) -> dict:
+    """Which ImageNet weights style (and file) the cell starts from; file None without
+    pretraining (model.pretrained false, e.g. the smoke profile)."""
+    from klrpn.models import weights_file
+
+    m = cfg["model"]
+    style = m.get("weights_style", "torchvision")
+    return {"style": style, "file": weights_file(m) if m["pretrained"] else None}
 
 
 METRIC_OF_FORMAT = {"coco": "coco", "voc": "voc07"}

@@ -24,7 +24,7 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from klrpn.config import list_cells
+from klrpn.config import ParamsError, list_cells, load_cell, recipe_of
 
 MISSING = "—"          # a cell with no metrics.json, or a number the paper does not print
 UNDEFINED = "n/a"      # our metric is null in metrics.json (e.g. no small objects in the split)
@@ -278,6 +278,42 @@ def _footnotes(table: int, cells: list[str], metrics: dict[str, dict | None]) ->
     return notes, marks
 
 
+def recipe_line(recipe: dict) -> dict:
+    """``{"schedule", "scales"}`` sentences of a ``metrics.json`` / params ``recipe``: the values
+    and the source each comes from (paper table or baseline file)."""
+    sched = recipe["schedule"]
+    unit = "epochs" if sched["unit"] == "epoch" else "iterations"
+    steps = ", ".join(str(s) for s in sched["steps"]) or "none"
+    sizes = recipe["train_min_size"]
+    train = (f"{sizes[0]}" if len(sizes) == 1
+             else f"one of {'/'.join(str(s) for s in sizes)} per batch")
+    cap = "no long-side cap" if recipe["max_size"] is None else f"long side at most {recipe['max_size']}"
+    return {"schedule": f"{sched['length']} {unit}, lr decay after {unit} {steps} — "
+                        f"{recipe['sources']['schedule']}",
+            "scales": f"train short side {train}, test {recipe['test_min_size']}, {cap} — "
+                      f"{recipe['sources']['scales']}"}
+
+
+def _recipes(cells: list[str], metrics: dict[str, dict | None], profile: str | None,
+             params_dir: Path | None) -> list[dict]:
+    """One recipe line per cell: from its ``metrics.json`` (what the run used) or, for a cell
+    not run yet, from its params (``profile``, default paper)."""
+    lines = []
+    for cell in cells:
+        m = metrics[cell]
+        if m is not None and m.get("recipe"):
+            recipe, origin = m["recipe"], "metrics.json"
+        else:
+            try:
+                recipe = recipe_of(load_cell(cell, profile or "paper", params_dir))
+            except ParamsError as e:
+                raise ReportError(f"recipe of {cell}: {e}") from None
+            origin = f"params ({profile or 'paper'} profile; no metrics.json)" if m is None \
+                else f"params ({profile or 'paper'} profile; its metrics.json has no recipe)"
+        lines.append({"cell": cell, "origin": origin, **recipe_line(recipe)})
+    return lines
+
+
 def _has_null(m: dict, table: int) -> bool:
     return any(_get(m, key) is None for _, key, _ in COLUMNS[table])
 
@@ -339,9 +375,14 @@ def render_table(table: int, results_dir: str | os.PathLike = "results",
             "versions": f"torch {p.get('torch')}, torchvision {p.get('torchvision')}",
             "test": f"{m['dataset']['test']} ({m['dataset']['num_test_images']} images)",
         })
+        weights = p.get("imagenet_weights")  # absent in metrics.json written before it existed
+        provenance[-1]["weights"] = (MISSING if not weights else
+                                     weights["style"] + ("" if weights["file"] else " (none loaded)"))
+    recipes = _recipes(cells, metrics, profile, Path(cells_file).parent if cells_file else None)
     return _template().render(
         table=table, title=ref["title"], caption=" ".join(ref["caption"].split()),
         profile=profile, headers=headers, rows=body, notes=notes, provenance=provenance,
+        recipes=recipes,
         n_present=sum(m is not None for m in metrics.values()), n_cells=len(cells),
         legend_diff="ours (paper, ours − paper)",
     )

@@ -81,7 +81,10 @@ def build_optimizer(model: torch.nn.Module, train: dict) -> torch.optim.Optimize
 
 def iters_per_epoch(num_images: int, batch_size: int, flip: bool) -> int:
     """Baseline epoch length: its roidb holds every image plus, with flipping, its mirror
-    (TRAIN.USE_FLIPPED), and ``iters_per_epoch = int(len(roidb) / batch_size)``."""
+    (TRAIN.USE_FLIPPED), and ``iters_per_epoch = int(len(roidb) / batch_size)``
+    (jwyang/faster-rcnn.pytorch trainval_net.py). ``num_images`` counts the training set as
+    built, i.e. without the images lacking boxes when ``dataset.drop_empty_train`` (roidb.py
+    filter_roidb drops them from the roidb, mirrors included)."""
     ipe = (num_images * (2 if flip else 1)) // batch_size
     if ipe < 1:
         raise ValueError(f"an epoch of {num_images} images is shorter than one batch of {batch_size}")

@@ -199,3 +199,67 @@ def test_seed_argument_overrides_the_params_seed():
     assert load_cell(f"{BASE}--gamma1", "paper", PARAMS, seed=1)["seed"] == 1
     with pytest.raises(ParamsError, match="seed must be an integer >= 0"):
         load_cell(cell, "smoke", PARAMS, seed=-1)
+
+
+# --- issue 8: the baseline's settings where the paper is silent -----------------------------------
+
+@pytest.mark.parametrize("cell,length,steps,scales", [
+    # jwyang README.md VOC 2007 table: VGG-16 lr_decay 5 / max_epoch 6, Res-101 5 / 7
+    ("voc0712-faster_rcnn-vgg16-rpn", 6, [5], [600]),
+    ("voc0712-faster_rcnn-vgg16-klrpn", 6, [5], [600]),
+    ("voc0712-faster_rcnn-resnet101-rpn", 7, [5], [600]),
+    # RFCN_CoupleNet.pytorch README.md: lr_decay 8, max_epoch 20 (decays at epochs 9 and 18)
+    ("voc07-rfcn-resnet101-rpn", 20, [8, 17], [400, 500, 600, 700, 800]),
+    ("voc07-rfcn-resnet101-klrpn", 20, [8, 17], [400, 500, 600, 700, 800]),
+    # jwyang README.md COCO table: lr_decay 4, max_epoch 6
+    ("coco-faster_rcnn-resnet101-rpn", 6, [4], [600]),
+    ("coco-rfcn-resnet101-rpn", 6, [4], [400, 500, 600, 700, 800]),
+])
+def test_schedules_and_scales_follow_the_named_baseline(cell, length, steps, scales):
+    cfg = load_cell(cell, "paper", PARAMS)
+    s = cfg["train"]["schedule"]
+    assert (s["unit"], s["length"], s["steps"]) == ("epoch", length, steps)
+    assert cfg["input"]["min_size"] == scales and cfg["input"]["test_min_size"] == 600
+    assert cfg["input"]["max_size"] is None and cfg["input"]["aspect_crop"] == [0.5, 2.0]
+    d = cfg["dataset"]
+    assert d["use_difficult_train"] and d["use_crowd_train"] and d["drop_empty_train"]
+    assert d["max_gt_boxes"] == (50 if cell.startswith("coco") else 20)
+    assert cfg["model"]["weights_style"] == "torchvision"
+    assert len(cfg["recipe"]["schedule"]) > 20 and len(cfg["recipe"]["scales"]) > 20
+
+
+def test_recipe_sources_name_their_baseline_file():
+    rfcn = load_cell("voc07-rfcn-resnet101-rpn", "paper", PARAMS)["recipe"]
+    assert "RFCN_CoupleNet.pytorch README.md" in rfcn["schedule"] and "paper Table 2" in rfcn["schedule"]
+    assert "RFCN_CoupleNet.pytorch README.md" in rfcn["scales"]
+    vgg = load_cell("voc0712-faster_rcnn-vgg16-klrpn", "paper", PARAMS)["recipe"]
+    assert "VGG-16" in vgg["schedule"] and "jwyang/faster-rcnn.pytorch README.md" in vgg["schedule"]
+    assert "blob.py" in vgg["scales"]
+    smoke = load_cell("voc07-rfcn-resnet101-rpn", "smoke", PARAMS)["recipe"]
+    assert smoke["schedule"].startswith("smoke profile")
+
+
+def test_recipe_citations_are_not_hashed_but_values_are(params):
+    before = load_cell("voc07-rfcn-resnet101-rpn", "paper", params)["params_hash"]
+    path = params / "shared" / "voc07-rfcn.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("max_epoch 20, 73.8 mAP", "max_epoch 20 (73.8 mAP)"))
+    cfg = load_cell("voc07-rfcn-resnet101-rpn", "paper", params)
+    assert "(73.8 mAP)" in cfg["recipe"]["schedule"] and cfg["params_hash"] == before
+    path.write_text(text.replace("min_size: [400, 500, 600, 700, 800]", "min_size: [400, 600, 800]"))
+    assert load_cell("voc07-rfcn-resnet101-rpn", "paper", params)["params_hash"] != before
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("  max_size: null\n", "  max_size: 500\n", "input.max_size"),  # below a short side
+    ("aspect_crop: [0.5, 2.0]", "aspect_crop: [1.5, 2.0]", "input.aspect_crop"),
+    ("weights_style: torchvision", "weights_style: pytorch", "model.weights_style"),
+    ("max_gt_boxes: 20", "max_gt_boxes: 0", "dataset.max_gt_boxes"),
+])
+def test_bad_baseline_options_name_file_and_key(params, old, new, key):
+    path = params / "defaults.yaml"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    with pytest.raises(ParamsError) as e:
+        load_cell("voc07-rfcn-resnet101-rpn", "paper", params)
+    assert str(path) in str(e.value) and f"'{key}'" in str(e.value)

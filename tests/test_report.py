@@ -167,3 +167,33 @@ def test_atomic_output_keeps_the_old_file_on_error(tmp_path):
             tmp.write_text("new, half")
             raise RuntimeError
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_recipe_line_per_cell_names_the_source_of_schedule_and_scales(tmp_path):
+    from klrpn.config import load_cell, recipe_of
+
+    results = tmp_path / "results"
+    cfg = load_cell("voc07-rfcn-resnet101-rpn", "paper", REPO / "params")
+    ran = _metrics("voc07-rfcn-resnet101-rpn", 2, recipe=recipe_of(cfg))
+    ran["dataset"]["train"] = ["2007_trainval"]
+    ran["provenance"]["imagenet_weights"] = {"style": "caffe", "file": "resnet101_caffe.pth"}
+    _write(results, ran)
+    old = _metrics("voc0712-faster_rcnn-resnet101-rpn", 2)   # written before metrics.json had a recipe
+    _write(results, old)
+    md = report.render_table(2, results, REPO / "params" / "cells.yaml")
+    lines = {l.split("`")[1]: l for l in md.splitlines() if l.startswith("- `")}
+    assert set(lines) == set(_cells(2))                       # one line per cell
+    rfcn = lines["voc07-rfcn-resnet101-rpn"]
+    assert rfcn.startswith("- `voc07-rfcn-resnet101-rpn` (metrics.json): schedule 20 epochs, "
+                           "lr decay after epochs 8, 17 — RFCN_CoupleNet.pytorch README.md")
+    assert "scales: train short side one of 400/500/600/700/800 per batch, test 600, no long-side cap — " \
+           "train short side drawn per batch from 400-800" in rfcn
+    # cells without metrics.json (or with an older one): the recipe their params give
+    vgg = lines["voc0712-faster_rcnn-vgg16-klrpn"]
+    assert "(params (paper profile; no metrics.json))" in vgg
+    assert "schedule 6 epochs, lr decay after epochs 5 — jwyang/faster-rcnn.pytorch README.md, VOC 2007 " \
+           "table, VGG-16 bs-1 row" in vgg
+    assert "train short side 600, test 600, no long-side cap — paper Tables 1-2 captions" in vgg
+    assert "its metrics.json has no recipe" in lines["voc0712-faster_rcnn-resnet101-rpn"]
+    # the provenance footer says which ImageNet weights a run started from
+    assert "| caffe |" in md and "| — |" in md   # the older metrics.json does not say

@@ -4,9 +4,11 @@ Layout: ``root/annotations/instances_<split>.json`` and images in ``root/<split>
 test splits read ``root/annotations/image_info_<split>.json`` with images in ``root/test2017/``.
 
 Labels are contiguous: category ids sorted ascending map to labels 1..C
-(``category_ids[label - 1]`` maps back). Crowd boxes (``iscrowd=1``) are left out of the
-training targets, as jwyang/faster-rcnn.pytorch does; evaluation uses the full annotation file,
-so COCOeval treats them as ignore regions. Boxes with zero or negative width/height (after
+(``category_ids[label - 1]`` maps back). Crowd boxes (``iscrowd=1``) are training targets
+flagged ``iscrowd`` unless ``use_crowd=False``: jwyang/faster-rcnn.pytorch keeps them
+(lib/model/utils/config.py ``TRAIN.USE_ALL_GT = True``; lib/roi_data_layer/minibatch.py would
+drop them only with it False). Evaluation uses the full annotation file, so COCOeval treats them
+as ignore regions either way. Boxes with zero or negative width/height (after
 clipping to the image) are dropped, counted and reported once. An unknown category is an error.
 """
 
@@ -41,10 +43,12 @@ def read_coco(ann_file) -> COCO:
 
 
 class CocoDetection(DetectionDataset):
-    """One COCO split. ``train=True`` drops crowd boxes from the targets."""
+    """One COCO split. ``train=True, use_crowd=False`` drops crowd boxes from the targets."""
 
     def __init__(self, root, split: str, *, train: bool = False, flip: bool = False,
-                 classes: list[str] | None = None, num_classes: int | None = None):
+                 classes: list[str] | None = None, num_classes: int | None = None,
+                 use_crowd: bool = True):
+        self.use_crowd = use_crowd
         ann_file, image_dir = coco_paths(root, split)
         self.ann_file, self.split = ann_file, split
         self.coco = read_coco(ann_file)
@@ -80,7 +84,7 @@ class CocoDetection(DetectionDataset):
                 if w <= 0 or h <= 0 or x2 <= x1 or y2 <= y1:
                     invalid += 1
                     continue
-                if train and ann.get("iscrowd", 0):
+                if train and not self.use_crowd and ann.get("iscrowd", 0):
                     crowd += 1
                     continue
                 boxes.append((x1, y1, x2, y2))

@@ -6,8 +6,10 @@
 
 Boxes: VOC's 1-based inclusive ``(xmin, ymin, xmax, ymax)`` become continuous pixels
 ``(xmin - 1, ymin - 1, xmax, ymax)``; ``self.gt`` keeps the XML values for the VOC07 metric.
-Difficult objects stay out of the training targets unless ``use_difficult`` (py-faster-rcnn),
-and are always kept, flagged, for evaluation. Image ids: ``int(year + name without "_")``,
+Difficult objects are training targets (flagged ``difficult``) unless ``use_difficult=False``:
+jwyang/faster-rcnn.pytorch lib/datasets/pascal_voc.py ``_load_pascal_annotation`` has its
+``use_diff`` filter commented out. They are always kept, flagged, for evaluation (VOC07
+ignores them). Image ids: ``int(year + name without "_")``,
 e.g. VOC2007 ``000005`` -> 2007000005, VOC2012 ``2008_000002`` -> 20122008000002.
 """
 
@@ -62,7 +64,7 @@ class VOCDetection(DetectionDataset):
     """One or more VOC image sets (``image_sets``) with ``classes`` in label order."""
 
     def __init__(self, root, image_sets: list[str], classes=None, *, train: bool = False,
-                 flip: bool = False, use_difficult: bool = False):
+                 flip: bool = False, use_difficult: bool = True):
         self.root = Path(root)
         classes = list(classes or VOC_CLASSES)
         label_of = {name: i + 1 for i, name in enumerate(classes)}

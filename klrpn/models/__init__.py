@@ -16,7 +16,8 @@ __all__ = ["build_model", "TwoStageDetector"]
 
 def build_model(cfg: dict, *, load_pretrained: bool | None = None) -> TwoStageDetector:
     """The detector of a cell (see docs/models.md). ``load_pretrained=None`` follows
-    ``model.pretrained``; ImageNet weights load only at full width."""
+    ``model.pretrained``; ImageNet weights load only at full width, from
+    ``model.weights_file`` or, with ``model.weights_style: caffe``, ``model.caffe_weights_file``."""
     m = cfg["model"]
     num_classes = cfg["dataset"]["num_classes"]
     backbone_net = build_backbone(m)
@@ -24,7 +25,7 @@ def build_model(cfg: dict, *, load_pretrained: bool | None = None) -> TwoStageDe
         if m["width"] != 1.0 or (m["backbone"] == "resnet101" and m["resnet_blocks"] != [3, 4, 23, 3]):
             raise ValueError(f"cell {cfg.get('cell')}: model.pretrained needs the full-size "
                              f"{m['backbone']} (model.width 1.0)")
-        backbone_net.load_imagenet(Path(m["weights_dir"]) / m["weights_file"])
+        backbone_net.load_imagenet(Path(m["weights_dir"]) / weights_file(m))
     backbone_net.freeze(m["frozen"])
     body, top = backbone_net.split()
     backbone = Backbone(body, backbone_net.out_channels)
@@ -38,26 +39,32 @@ def build_model(cfg: dict, *, load_pretrained: bool | None = None) -> TwoStageDe
                                 sampling_ratio=roi["sampling_ratio"], class_agnostic=roi["class_agnostic"],
                                 cls_init_std=roi["cls_init_std"] * init_scale,
                                 bbox_init_std=roi["bbox_init_std"] * init_scale)
-        class_agnostic = roi["class_agnostic"]
     else:
         box_head = RFCNHead(layer4=top, top_channels=backbone_net.top_channels,
                             num_classes=num_classes, channels=m["rfcn"]["channels"],
                             k=m["rfcn"]["k"], sampling_ratio=roi["sampling_ratio"],
+                            class_agnostic=roi["class_agnostic"],
                             cls_init_std=roi["cls_init_std"], bbox_init_std=roi["bbox_init_std"],
                             init_scale=init_scale)
-        class_agnostic = True  # R-FCN [11]: class-agnostic box regression
     roi_heads = DetectionHeads(
-        box_head=box_head, num_classes=num_classes, class_agnostic=class_agnostic,
+        box_head=box_head, num_classes=num_classes, class_agnostic=roi["class_agnostic"],
         smooth_l1_beta=roi["smooth_l1_beta"], fg_iou_thresh=roi["fg_iou_thresh"],
         bg_iou_thresh=roi["bg_iou_thresh"], batch_size_per_image=roi["batch_size_per_image"],
         positive_fraction=roi["positive_fraction"], bbox_reg_weights=roi["bbox_reg_weights"],
         score_thresh=roi["score_thresh"], nms_thresh=roi["nms_thresh"],
         detections_per_img=roi["detections_per_img"])
     inp = cfg["input"]
+    caffe = m.get("weights_style", "torchvision") == "caffe"
     transform = DetectionTransform(train_min_sizes=inp["min_size"], test_min_size=inp["test_min_size"],
-                                   max_size=inp["max_size"], image_mean=inp["pixel_mean"],
-                                   image_std=inp["pixel_std"])
+                                   max_size=inp["max_size"],
+                                   image_mean=inp["caffe_pixel_mean"] if caffe else inp["pixel_mean"],
+                                   image_std=inp["pixel_std"], style="caffe" if caffe else "torchvision")
     return TwoStageDetector(backbone, rpn, roi_heads, transform, roi_loss_weight=m["roi_loss_weight"])
+
+
+def weights_file(m: dict) -> str:
+    """The ImageNet weights file name of ``model.weights_style``."""
+    return m["caffe_weights_file"] if m.get("weights_style", "torchvision") == "caffe" else m["weights_file"]
 
 
 def build_backbone(m: dict):
@@ -65,7 +72,8 @@ def build_backbone(m: dict):
         return VGG16(width=m["width"], pool_size=m["roi"]["pool_size"])
     # R-FCN keeps layer4 at stride 16 with dilation 2 (R-FCN [11] §3)
     return ResNet101(width=m["width"], blocks=tuple(m["resnet_blocks"]),
-                     dilate_layer4=m["detector"] == "rfcn")
+                     dilate_layer4=m["detector"] == "rfcn",
+                     caffe=m.get("weights_style", "torchvision") == "caffe")
 
 
 def build_rpn(m: dict, in_channels: int):

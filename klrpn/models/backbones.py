@@ -8,6 +8,12 @@
 ``width`` scales every channel count (the smoke profile's toy models are the same families at
 1/8 width); at width 1 the modules and parameter names equal torchvision's, so its ImageNet
 weights load. All ResNet BatchNorms are frozen (baseline TRAIN.BN_TRAIN = False).
+
+``caffe=True`` builds the caffe ResNet the baseline's caffe-converted weights belong to
+(jwyang/faster-rcnn.pytorch lib/model/faster_rcnn/resnet.py): a downsampling bottleneck strides
+in its first 1x1 conv instead of the 3x3 (``Bottleneck.__init__``, "# change"), and the stem's
+max-pool has no padding and rounds up (``ResNet.__init__``). The parameter names and shapes are
+torchvision's (the baseline loads resnet101_caffe.pth into the same names), so counts are equal.
 """
 
 from __future__ import annotations
@@ -79,7 +85,7 @@ class ResNet101(ResNet):
     """torchvision's ResNet with Bottleneck blocks, frozen BN, scalable width and depth."""
 
     def __init__(self, *, width: float = 1.0, blocks: tuple[int, ...] = (3, 4, 23, 3),
-                 dilate_layer4: bool = False):
+                 dilate_layer4: bool = False, caffe: bool = False):
         nn.Module.__init__(self)  # ResNet.__init__ fixes the widths; build the same modules here
         self._norm_layer = FrozenBatchNorm2d
         self.groups, self.base_width, self.dilation = 1, 64, 1
@@ -95,6 +101,12 @@ class ResNet101(ResNet):
         self.layer4 = self._make_layer(Bottleneck, scaled(512, width), blocks[3], stride=2,
                                        dilate=dilate_layer4)
         self.top_channels = self.inplanes
+        if caffe:
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
+            for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+                first = layer[0]
+                if first.conv2.stride != (1, 1):  # a downsampling block: stride in the 1x1
+                    first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
         for m in self.modules():  # torchvision ResNet's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

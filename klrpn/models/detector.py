@@ -7,7 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.models.detection.transform import (GeneralizedRCNNTransform,
+                                                    _resize_image_and_masks, resize_boxes)
 
 
 class Backbone(nn.Module):
@@ -23,17 +24,53 @@ class Backbone(nn.Module):
 
 
 class DetectionTransform(GeneralizedRCNNTransform):
-    """GeneralizedRCNNTransform with separate training short sides (one picked at random per
-    batch: multi-scale training when several) and a single test short side."""
+    """GeneralizedRCNNTransform with the baseline's resizing and a choice of input style.
 
-    def __init__(self, *, train_min_sizes, test_min_size: int, max_size: int, image_mean, image_std):
-        super().__init__(tuple(train_min_sizes), max_size, image_mean, image_std)
+    Resizing: short side ``target["train_size"]`` in training (drawn by the train loader:
+    :mod:`klrpn.data.sampler`; without it the only entry of ``train_min_sizes``), else
+    ``test_min_size``; the long side is capped at ``max_size`` unless it is None (the
+    baseline: no cap). Normalisation: ``style="torchvision"`` maps RGB in [0, 1] to
+    ``(x - image_mean) / image_std``; ``style="caffe"`` feeds BGR in [0, 255] minus
+    ``image_mean`` (BGR order; ``image_std`` is ignored), as the baseline's caffe weights expect.
+    """
+
+    def __init__(self, *, train_min_sizes, test_min_size: int, max_size: int | None, image_mean,
+                 image_std, style: str = "torchvision"):
+        if style not in ("torchvision", "caffe"):
+            raise ValueError(f"unknown input style {style!r}: torchvision or caffe")
+        if style == "caffe":
+            image_std = (1.0, 1.0, 1.0)
+        super().__init__(tuple(train_min_sizes), max_size if max_size is not None else 0,
+                         list(image_mean), list(image_std))
         self.train_min_sizes, self.test_min_size = tuple(train_min_sizes), int(test_min_size)
+        self.max_size, self.style = max_size, style
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.min_size = self.train_min_sizes if mode else (self.test_min_size,)
-        return self
+    def normalize(self, image: Tensor) -> Tensor:
+        if self.style == "caffe":
+            if not image.is_floating_point():
+                raise TypeError(f"expected a float image in [0, 1], got {image.dtype}")
+            image = image.flip(0) * 255.0  # RGB [0, 1] -> BGR [0, 255]
+            mean = torch.as_tensor(self.image_mean, dtype=image.dtype, device=image.device)
+            return image - mean[:, None, None]
+        return super().normalize(image)
+
+    def resize(self, image: Tensor, target: dict | None = None):
+        h, w = image.shape[-2:]
+        if self.training:
+            size = target.get("train_size") if target is not None else None
+            if size is None:
+                if len(self.train_min_sizes) > 1:
+                    raise ValueError(
+                        f"multi-scale training ({list(self.train_min_sizes)}) needs each target's "
+                        "'train_size' (drawn by klrpn.data.build_train_loader)")
+                size = self.train_min_sizes[0]
+        else:
+            size = self.test_min_size
+        max_size = float("inf") if self.max_size is None else self.max_size
+        image, target = _resize_image_and_masks(image, int(size), max_size, target, None)
+        if target is not None:
+            target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
+        return image, target
 
 
 class TwoStageDetector(GeneralizedRCNN):

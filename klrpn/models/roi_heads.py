@@ -46,17 +46,19 @@ class FastRCNNHead(nn.Module):
 
 class RFCNHead(nn.Module):
     """R-FCN [11]: dilated layer4 on the whole map, a 1x1 conv to 1024 channels + ReLU,
-    position-sensitive score maps (k^2 (C + 1)) and class-agnostic box maps (4 k^2), read by
-    PS-RoIAlign and averaged over the k x k bins (average voting)."""
+    position-sensitive score maps (k^2 (C + 1)) and box maps (class-agnostic 4 k^2 as in [11],
+    or class-specific 4 k^2 (C + 1) as RFCN_CoupleNet.pytorch's default), read by PS-RoIAlign
+    and averaged over the k x k bins (average voting)."""
 
     def __init__(self, *, layer4: nn.Module, top_channels: int, num_classes: int, channels: int,
                  k: int, sampling_ratio: int, cls_init_std: float, bbox_init_std: float,
-                 init_scale: float = 1.0):
+                 class_agnostic: bool = True, init_scale: float = 1.0):
         super().__init__()
         self.layer4 = layer4  # built with dilation 2: stays at stride 16
         self.conv_new = nn.Conv2d(top_channels, channels, 1)
         self.cls_maps = nn.Conv2d(channels, k * k * (num_classes + 1), 1)
-        self.bbox_maps = nn.Conv2d(channels, k * k * 4, 1)
+        box_outputs = 4 if class_agnostic else 4 * (num_classes + 1)
+        self.bbox_maps = nn.Conv2d(channels, k * k * box_outputs, 1)
         self.k, self.sampling_ratio = k, sampling_ratio
         nn.init.normal_(self.conv_new.weight, std=0.01 * init_scale)
         nn.init.zeros_(self.conv_new.bias)
@@ -68,8 +70,8 @@ class RFCNHead(nn.Module):
         x = F.relu(self.conv_new(self.layer4(feature)))  # [N, channels, H, W]
         scale = 1.0 / FEATURE_STRIDE
         cls = ps_roi_align(self.cls_maps(x), proposals, self.k, scale, self.sampling_ratio)  # [R, C+1, k, k]
-        box = ps_roi_align(self.bbox_maps(x), proposals, self.k, scale, self.sampling_ratio)  # [R, 4, k, k]
-        return cls.mean(dim=(2, 3)), box.mean(dim=(2, 3))  # average voting: [R, C+1], [R, 4]
+        box = ps_roi_align(self.bbox_maps(x), proposals, self.k, scale, self.sampling_ratio)  # [R, 4 or 4(C+1), k, k]
+        return cls.mean(dim=(2, 3)), box.mean(dim=(2, 3))  # average voting: [R, C+1], [R, 4 or 4(C+1)]
 
 
 class DetectionHeads(RoIHeads):

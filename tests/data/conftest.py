@@ -38,19 +38,26 @@ def voc_cfg():
     return make_voc_cfg
 
 
-def make_coco_cfg(root, **dataset):
+# the baseline's training-data options, as in params/defaults.yaml
+BASELINE_DATASET = {"use_difficult_train": True, "use_crowd_train": True, "drop_empty_train": True,
+                    "max_gt_boxes": 20}
+BASELINE_INPUT = {"min_size": [600], "max_size": None, "test_min_size": 600, "flip": True,
+                  "aspect_crop": [0.5, 2.0]}
+
+
+def make_coco_cfg(root, *, input=None, **dataset):
     return {"dataset": {"name": "coco", "format": "coco", "root": str(root / "coco"),
                         "train": ["train2017"], "test": "val2017", "classes": None,
-                        "num_classes": 3, "use_difficult_train": False, **dataset},
-            "input": {"min_size": [600], "max_size": 1000, "test_min_size": 600, "flip": True}}
+                        "num_classes": 3, **BASELINE_DATASET, "max_gt_boxes": 50, **dataset},
+            "input": {**BASELINE_INPUT, **(input or {})}}
 
 
-def make_voc_cfg(root, **dataset):
+def make_voc_cfg(root, *, input=None, **dataset):
     return {"dataset": {"name": "voc0712", "format": "voc", "root": str(root / "VOCdevkit"),
                         "train": ["2007_trainval", "2012_trainval"], "test": "2007_test",
                         "classes": ["circle", "square", "triangle"], "num_classes": 3,
-                        "use_difficult_train": False, **dataset},
-            "input": {"min_size": [600], "max_size": 1000, "test_min_size": 600, "flip": True}}
+                        **BASELINE_DATASET, **dataset},
+            "input": {**BASELINE_INPUT, **(input or {})}}
 
 
 class FileServer:

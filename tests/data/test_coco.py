@@ -27,14 +27,22 @@ def test_labels_are_contiguous_and_map_back(synth_root, coco_cfg):
     assert sorted(tuple(r["bbox"]) for r in results) == sorted(tuple(a["bbox"]) for a in by_id.values())
 
 
-def test_crowd_boxes_leave_training_targets_only(synth_root, coco_cfg):
-    train = build_dataset(coco_cfg(synth_root), "train", train=True)
+def test_crowd_boxes_are_training_targets_as_the_baseline_keeps_them(synth_root, coco_cfg):
+    # jwyang/faster-rcnn.pytorch config.py TRAIN.USE_ALL_GT = True: crowd boxes are targets
+    train = build_dataset(coco_cfg(synth_root, max_gt_boxes=None, drop_empty_train=False),
+                          "train", train=True)
     test_view = CocoDetection(synth_root / "coco", "train2017", train=False)
     crowd = sum(a["iscrowd"] for a in train.coco.dataset["annotations"])
     assert crowd > 0
-    assert sum(len(r["labels"]) for r in test_view.records) - sum(len(r["labels"]) for r in train.records) == crowd
-    assert not any(r["iscrowd"].any() for r in train.records)
-    assert sum(int(r["iscrowd"].sum()) for r in test_view.records) == crowd
+    assert [r["labels"].tolist() for r in train.records] == [r["labels"].tolist() for r in test_view.records]
+    assert sum(int(r["iscrowd"].sum()) for r in train.records) == crowd
+    # use_crowd_train: false leaves exactly the crowd boxes out (the old py-faster-rcnn way)
+    no_crowd = build_dataset(coco_cfg(synth_root, use_crowd_train=False, max_gt_boxes=None,
+                                      drop_empty_train=False), "train", train=True)
+    assert sum(len(r["labels"]) for r in train.records) - sum(len(r["labels"]) for r in no_crowd.records) == crowd
+    assert not any(r["iscrowd"].any() for r in no_crowd.records)
+    # evaluation keeps them as COCOeval ignore regions: the ground truth is the annotation file
+    assert sum(a["iscrowd"] for a in test_view.coco.dataset["annotations"]) == crowd
 
 
 def test_flip_mirrors_boxes(synth_root, coco_cfg):

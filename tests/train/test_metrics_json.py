@@ -28,11 +28,10 @@ QUALITY = {"ar_curve": {"10": 20.0, "20": 30.0, "50": 35.0, "100": 40.0, "200": 
                          "num_overlapping": 900}}
 
 
-def built_document(metrics=None) -> dict:
-    cfg = {"cell": "voc07-rfcn-resnet101-rpn", "profile": "smoke", "table": 2, "seed": 0,
-           "params_hash": "a" * 64,
-           "model": {"detector": "rfcn", "backbone": "resnet101", "proposal": "rpn"},
-           "dataset": {"name": "voc07", "train": ["2007_trainval"], "test": "2007_test"}}
+def built_document(metrics=None, cfg=None) -> dict:
+    from klrpn.config import load_cell
+
+    cfg = cfg or load_cell("voc07-rfcn-resnet101-rpn", "smoke", DOC.parents[1] / "params")
     final = {"iteration": 300, "wall_time_s": 12.5,
              "provenance": evaluate.provenance_at_train(torch.device("cpu"), 1, None)}
     return evaluate.metrics_document(
@@ -56,6 +55,9 @@ def test_built_document_validates_and_is_json():
     evaluate.validate_metrics(doc)
     assert json.loads(json.dumps(doc)) == doc
     assert doc["params_M"] == 2.13 and doc["provenance"]["train_iters"] == 300
+    assert doc["recipe"]["train_min_size"] == [96, 112, 128, 144, 160]
+    assert doc["recipe"]["sources"]["schedule"].startswith("smoke profile")
+    assert doc["provenance"]["imagenet_weights"] == {"style": "torchvision", "file": None}  # smoke: none
     coco = built_document({"AP": 1.0, "AP50": 2.0, "AP75": 0.5, "APS": None, "APM": 1.0,
                            "APL": float("nan")})
     assert coco["metrics"]["APL"] is None          # undefined -> null
@@ -141,3 +143,18 @@ def test_eval_metric_must_fit_the_dataset_format():
     evaluate.check_metric({"cell": "c", "dataset": {"format": "voc"}, "eval": {"metric": "voc07"}})
     with pytest.raises(ValueError, match="eval.metric 'coco'"):
         evaluate.check_metric({"cell": "c", "dataset": {"format": "voc"}, "eval": {"metric": "coco"}})
+
+
+def test_recipe_and_weights_style_come_from_the_cell_params():
+    from klrpn.config import load_cell
+
+    cfg = load_cell("voc07-rfcn-resnet101-rpn", "paper", DOC.parents[1] / "params")
+    cfg["model"]["weights_style"] = "caffe"
+    doc = built_document(cfg=cfg)
+    evaluate.validate_metrics(doc)
+    assert doc["provenance"]["imagenet_weights"] == {"style": "caffe", "file": "resnet101_caffe.pth"}
+    assert doc["recipe"]["schedule"] == {"unit": "epoch", "length": 20, "steps": [8, 17]}
+    assert (doc["recipe"]["train_min_size"], doc["recipe"]["test_min_size"], doc["recipe"]["max_size"]) == \
+        ([400, 500, 600, 700, 800], 600, None)
+    assert "RFCN_CoupleNet.pytorch README.md" in doc["recipe"]["sources"]["schedule"]
+    assert "RFCN_CoupleNet.pytorch README.md" in doc["recipe"]["sources"]["scales"]
