@@ -441,8 +441,11 @@ def gpus_to_use(cfg: dict, available: int, log=print) -> int:
 
 def train_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None = None, *,
                params_dir=None, device: str | None = None, amp: str | None = None,
-               restart_on_params_change: bool = False, log=print) -> int:
-    """Train one cell into ``out_dir`` (default ``results/CELL``); returns an exit status.
+               restart_on_params_change: bool = False, seed: int | None = None,
+               log=print) -> int:
+    """Train one cell into ``out_dir`` (default ``results/CELL``, or
+    ``klrpn.config.run_dir("results", CELL, seed)`` with ``seed``); returns an exit status.
+    ``seed`` overrides the params' seed (:func:`klrpn.config.load_cell`).
 
     Only one run may train into ``out_dir`` at a time (:mod:`klrpn.runlock`); a second one
     fails at once with :class:`~klrpn.runlock.RunLockError`. Under torchrun, this process is
@@ -453,19 +456,21 @@ def train_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None 
     :mod:`klrpn.identity`) is moved aside (:func:`archive_stale_run`) instead of being an
     error: the pipelines retrain a cell whose params, data or code changed.
     """
-    from klrpn.config import load_cell
+    from klrpn.config import load_cell, run_dir
 
-    cfg = load_cell(cell_id, profile, params_dir)
+    cfg = load_cell(cell_id, profile, params_dir, seed=seed)
     cfg["run_identity"] = run_identity(cfg)  # params, data, code (klrpn.identity); checkpoints keep it
-    out_dir = Path(out_dir or Path("results") / cell_id)
+    out_dir = Path(out_dir or run_dir("results", cell_id, seed or 0))
     worker = dist_utils.under_torchrun() and dist_utils.world_from_env().rank != 0
     with contextlib.nullcontext() if worker else runlock.hold(out_dir):
         return _train_cell(cfg, out_dir, profile=profile, params_dir=params_dir, device=device,
-                           amp=amp, restart_on_params_change=restart_on_params_change, log=log)
+                           amp=amp, restart_on_params_change=restart_on_params_change,
+                           seed=seed, log=log)
 
 
 def _train_cell(cfg: dict, out_dir: Path, *, profile: str, params_dir, device: str | None,
-                amp: str | None, restart_on_params_change: bool, log) -> int:
+                amp: str | None, restart_on_params_change: bool, log,
+                seed: int | None = None) -> int:
     """:func:`train_cell` once the output folder's run lock is held."""
     from klrpn import gpu
 
@@ -498,6 +503,8 @@ def _train_cell(cfg: dict, out_dir: Path, *, profile: str, params_dir, device: s
             argv += ["--params", str(params_dir)]
         if amp is not None:
             argv += ["--amp", amp]
+        if seed is not None:
+            argv += ["--seed", str(seed)]
         return dist_utils.launch(n, argv, claim.env_value)
 
 

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         return train_cell(args.cell, args.profile, args.out, params_dir=args.params,
                           device=args.device, amp=args.amp,
-                           restart_on_params_change=args.restart_on_params_change)
+                           restart_on_params_change=args.restart_on_params_change,
+                           seed=args.seed)
     except (ParamsError, CheckpointError, GPUClaimError, DivergenceError, RunLockError,
             FileNotFoundError) as e:
         print(f"klrpn train: {e}", file=sys.stderr)
