@@ -28,12 +28,13 @@ BASE = "voc0712-faster_rcnn-vgg16-klrpn"
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A checkout-like folder: params/ and a small synthetic dataset under data/synthetic."""
+    """A checkout-like folder: params/ and a small synthetic dataset under synthetic/ (where the
+    smoke profile reads it)."""
     from klrpn.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("reports")
     shutil.copytree(REPO / "params", root / "params")
-    generate(root / "data" / "synthetic", seed=0, log=lambda *a: None,
+    generate(root / "synthetic", seed=0, log=lambda *a: None,
              sizes={"coco/train2017": 4, "coco/val2017": 4, "VOC2007/trainval": 4,
                     "VOC2007/test": 30, "VOC2012/trainval": 4})
     return root
@@ -83,7 +84,8 @@ def write_run(results: Path, cell: str, seed: int, ds, dets: list[dict], table: 
         "params": 100, "params_M": 0.0001 + 0.01, "speed": {"ms_per_image": 1.0, "device": "cpu"},
         "provenance": {"git_commit": None, "git_dirty": None, "params_hash": SHA, "seed": seed,
                        "torch": "t", "torchvision": "tv", "wall_time_s": 1.0, "eval_wall_time_s": 1.0,
-                       "train_iters": 10, "date": "2026-11-27T00:00:00Z", "hardware": "cpu", "train": {}},
+                       "train_iters": 10, "date": "2026-11-27T00:00:00Z", "hardware": "cpu", "run_identity": None,
+                       "train": {}},
     }
     if version == 2:
         m["proposal_quality"] = json.loads(json.dumps(

@@ -296,7 +296,7 @@ def test_lost_controller_ends_the_run_with_a_message_instead_of_a_hang(cluster, 
     log = wd / "run.out"
     started = time.monotonic()
     proc = subprocess.Popen([SNAKEMAKE, "--profile", "workflow/profiles/slurm", "--config", "profile=smoke",
-                             "--slurm-init-seconds-before-status-checks", "5", "--", "data/synthetic"],
+                             "--slurm-init-seconds-before-status-checks", "5", "--", "synthetic"],
                             cwd=wd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         jobid = wait_for("the synth job's submission",

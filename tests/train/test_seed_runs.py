@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 def workspace(tmp_path, monkeypatch):
     from klrpn.data.synthetic import generate
 
-    generate(tmp_path / "data" / "synthetic", seed=0, log=lambda *a: None,
+    generate(tmp_path / "synthetic", seed=0, log=lambda *a: None,
              sizes={"coco/train2017": 2, "coco/val2017": 2, "VOC2007/trainval": 4,
                     "VOC2007/test": 3, "VOC2012/trainval": 4})
     shutil.copytree(REPO / "params", tmp_path / "params")
