@@ -19,6 +19,20 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
 
+# On SLURM: check that the plugin's job-status command works here, and bound how long a job may
+# go without a status (workflow/scripts/slurm_guard.py; docs/pipeline.md, "SLURM").
+onstart:
+    from snakemake.logging import logger as _logger
+
+    sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
+    import slurm_guard
+
+    try:
+        slurm_guard.on_start(workflow, _logger)
+    except slurm_guard.StatusCheckError as e:
+        raise WorkflowError(f"SLURM: {e}")
+
+
 rule all:
     input:
         TABLES,

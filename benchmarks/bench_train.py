@@ -54,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data", choices=["random", "dataset"], default="random")
     p.add_argument("--data-root", default=None,
-                   help="override dataset.root, e.g. data/synthetic/coco to train a paper cell on "
+                   help="override dataset.root, e.g. synthetic/coco to train a paper cell on "
                         "the synthetic data (with --num-classes 3)")
     p.add_argument("--num-classes", type=int, default=None, help="override dataset.num_classes")
     p.add_argument("--image-size", default="480x640", help="HxW of random images (before resizing)")

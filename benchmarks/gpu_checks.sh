@@ -13,7 +13,7 @@ step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $py -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'gpus', torch.cuda.device_count())"
-$py -m klrpn.cli data synth --root data/synthetic
+$py -m klrpn.cli data synth --root synthetic
 
 step "1. smoke cell on one GPU, AMP bf16"
 $py -m klrpn.cli train coco-faster_rcnn-vgg16-klrpn --profile smoke --out "$out/smoke-vgg16-klrpn" \
@@ -31,12 +31,12 @@ torchrun --standalone --nproc_per_node="$n" -m klrpn.cli train voc07-rfcn-resnet
 step "3. full-width VGG-16 Faster R-CNN (paper cell), 600 px, synthetic data"
 for cell in coco-faster_rcnn-vgg16-rpn coco-faster_rcnn-vgg16-klrpn; do
   for amp in bf16 off; do
-    $py benchmarks/bench_train.py "$cell" --data dataset --data-root data/synthetic/coco \
+    $py benchmarks/bench_train.py "$cell" --data dataset --data-root synthetic/coco \
       --batch-size 4 --warmup 20 --iters 150 --amp "$amp" --device cuda --cudnn-benchmark \
       --json "$out/bench_train.jsonl" 2>&1 | tail -n 1
   done
 done
-$py benchmarks/bench_train.py coco-faster_rcnn-resnet101-klrpn --data dataset --data-root data/synthetic/coco \
+$py benchmarks/bench_train.py coco-faster_rcnn-resnet101-klrpn --data dataset --data-root synthetic/coco \
   --batch-size 4 --warmup 10 --iters 60 --amp bf16 --device cuda --cudnn-benchmark \
   --json "$out/bench_train.jsonl" 2>&1 | tail -n 1
 

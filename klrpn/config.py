@@ -27,6 +27,9 @@ import yaml
 
 PROFILES_DIR = "profiles"
 CELLS_INDEX = "cells.yaml"
+ABLATIONS_INDEX = "ablations.yaml"
+ABLATIONS_DIR = "ablations"
+VARIANT_SEP = "--"
 PROFILE_SECTIONS = (
     ("by_format", ("dataset", "format")),
     ("by_backbone", ("model", "backbone")),
@@ -46,32 +49,91 @@ def default_params_dir() -> Path:
 
 
 def list_cells(params_dir: str | os.PathLike | None = None) -> list[dict]:
-    """The cells of ``cells.yaml``: a list of ``{"id": str, "table": int}``."""
+    """The cells of ``cells.yaml`` (a mapping ``<cell id>: {table: 1|2}``), in file order, as a
+    list of ``{"id": str, "table": int}``."""
     path = Path(params_dir or default_params_dir()) / CELLS_INDEX
     data = _read_yaml(path)
     cells = data.get("cells") if isinstance(data, dict) else None
-    if not isinstance(cells, list) or not cells:
-        raise ParamsError(f"{path}: key 'cells' must be a non-empty list")
-    for i, cell in enumerate(cells):
-        if not (isinstance(cell, dict) and set(cell) == {"id", "table"}
-                and isinstance(cell["id"], str) and cell["table"] in (1, 2)):
-            raise ParamsError(f"{path}: key 'cells[{i}]' must be {{id: <cell id>, table: 1|2}}, got {cell!r}")
-    return cells
+    if not isinstance(cells, dict) or not cells:
+        raise ParamsError(f"{path}: key 'cells' must be a non-empty mapping <cell id>: {{table: 1|2}}")
+    for cell_id, entry in cells.items():
+        if not (isinstance(cell_id, str) and isinstance(entry, dict) and set(entry) == {"table"}
+                and entry["table"] in (1, 2)):
+            raise ParamsError(f"{path}: key 'cells.{cell_id}' must be {{table: 1|2}}, got {entry!r}")
+    return [{"id": cell_id, "table": entry["table"]} for cell_id, entry in cells.items()]
+
+
+def list_variants(params_dir: str | os.PathLike | None = None) -> list[dict]:
+    """The ablation variants of ``ablations.yaml`` (none if the file is absent): a list of
+    ``{"id", "base", "factor", "value", "base_value"}``. A variant ``<base>--<name>`` is the cell
+    ``<base>`` with the few keys of ``ablations/<id>.yaml`` changed; that file extends exactly
+    ``cells/<base>.yaml``, so the base cell stays the one source of its other values."""
+    params_dir = Path(params_dir or default_params_dir())
+    path = params_dir / ABLATIONS_INDEX
+    if not path.is_file():
+        return []
+    data = _read_yaml(path)
+    variants = data.get("variants") if isinstance(data, dict) else None
+    if not isinstance(variants, list) or not variants:
+        raise ParamsError(f"{path}: key 'variants' must be a non-empty list")
+    cells = {c["id"] for c in list_cells(params_dir)}
+    keys = {"id", "base", "factor", "value", "base_value"}
+    seen = set()
+    for i, v in enumerate(variants):
+        if not (isinstance(v, dict) and set(v) == keys and all(isinstance(v[k], str) for k in keys)):
+            raise ParamsError(f"{path}: key 'variants[{i}]' must be {{{', '.join(sorted(keys))}}} "
+                              f"(strings), got {v!r}")
+        if v["base"] not in cells:
+            raise ParamsError(f"{path}: key 'variants[{i}].base': {v['base']!r} is not a cell of "
+                              f"{params_dir / CELLS_INDEX}")
+        name = v["id"][len(v["base"]) + len(VARIANT_SEP):]
+        if not (v["id"].startswith(v["base"] + VARIANT_SEP) and name
+                and name.replace("_", "").isalnum() and name.islower()):
+            raise ParamsError(f"{path}: key 'variants[{i}].id': {v['id']!r} must be "
+                              f"'{v['base']}{VARIANT_SEP}<name>' (lower-case letters, digits, _)")
+        if v["id"] in seen:
+            raise ParamsError(f"{path}: key 'variants[{i}].id': {v['id']!r} is listed twice")
+        seen.add(v["id"])
+    return variants
+
+
+def run_dir(results: str | os.PathLike, cell: str, seed: int = 0) -> Path:
+    """The folder of one training run: ``<results>/<cell>`` for seed 0 (the paper's single run,
+    so the paper DAG keeps its paths) and ``<results>/seed<N>/<cell>`` for seed N > 0.
+    ``cell`` is a cell or variant id."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    root = Path(results)
+    return root / cell if seed == 0 else root / f"seed{seed}" / cell
 
 
 def load_cell(cell_id: str, profile: str = "paper",
-              params_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Resolve and validate the configuration of one cell.
+              params_dir: str | os.PathLike | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Resolve and validate the configuration of one cell or ablation variant.
 
-    Returns a nested dict (see docs/architecture.md) with ``cell``, ``profile``, ``table``,
-    ``sources`` (the files merged, in order) and ``params_hash`` (sha256 of the canonical JSON
-    of everything else but ``recipe``, see :func:`params_hash`) added.
+    ``seed`` (if given) replaces the params' ``seed`` after every file is merged (a run of the
+    cell with another seed: its own params hash; seed 0 resolves exactly as the params do).
+
+    Returns a nested dict (see docs/architecture.md) with ``cell``, ``base_cell`` (the cell
+    itself, or the cell an ablation variant extends), ``profile``, ``table``, ``sources`` (the
+    files merged, in order) and ``params_hash`` (sha256 of the canonical JSON of everything
+    else but ``recipe``, see :func:`params_hash`) added.
     """
     params_dir = Path(params_dir or default_params_dir())
     tables = {c["id"]: c["table"] for c in list_cells(params_dir)}
-    if cell_id not in tables:
-        raise ParamsError(f"{params_dir / CELLS_INDEX}: unknown cell {cell_id!r}; "
-                          f"known: {', '.join(tables)}")
+    if cell_id in tables:
+        base, cell_file = cell_id, f"cells/{cell_id}.yaml"
+    else:
+        variants = {v["id"]: v for v in list_variants(params_dir)}
+        if cell_id not in variants:
+            raise ParamsError(f"{params_dir / CELLS_INDEX}: unknown cell {cell_id!r}; "
+                              f"known: {', '.join(tables)}"
+                              + (f"; ablation variants: {', '.join(variants)}" if variants else ""))
+        base, cell_file = variants[cell_id]["base"], f"{ABLATIONS_DIR}/{cell_id}.yaml"
+        parents = (_read_yaml(params_dir / cell_file) or {}).get("extends")
+        if parents != [f"cells/{base}.yaml"]:
+            raise ParamsError(f"{params_dir / cell_file}: key 'extends' must be "
+                              f"[cells/{base}.yaml] (the variant's base cell), got {parents!r}")
     schema = _schema()
     cfg: dict = {}
     origin: dict[str, Path] = {}
@@ -88,15 +150,20 @@ def load_cell(cell_id: str, profile: str = "paper",
         sources.append(path)
 
     merge_file("defaults.yaml")
-    merge_file(f"cells/{cell_id}.yaml")
+    merge_file(cell_file)
     if profile != "paper":
         _apply_profile(cfg, origin, sources, params_dir / PROFILES_DIR / f"{profile}.yaml", schema)
 
-    cfg["table"] = tables[cell_id]
-    _validate(cfg, schema, lambda key: origin.get(key, params_dir / f"cells/{cell_id}.yaml"))
-    _check_consistency(cfg, cell_id, origin)
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ParamsError(f"seed must be an integer >= 0, got {seed!r}")
+        cfg["seed"] = seed
+        origin["seed"] = "the seed argument"
+    cfg["table"] = tables[base]
+    _validate(cfg, schema, lambda key: origin.get(key, params_dir / cell_file))
+    _check_consistency(cfg, base, origin)
     cfg["params_hash"] = params_hash(cfg)
-    cfg.update(cell=cell_id, profile=profile, sources=[str(p) for p in sources])
+    cfg.update(cell=cell_id, base_cell=base, profile=profile, sources=[str(p) for p in sources])
     return cfg
 
 

@@ -1,7 +1,8 @@
 """Evaluation: ``results/CELL/model_final.pt`` -> ``metrics.json`` and ``detections.json``.
 
 :func:`evaluate_cell` runs the trained detector over the cell's test split one image at a time
-(fp32), scores the detections (COCO AP suite or VOC07 mAP) and the proposals (AR@100/300/1000),
+(fp32), scores the detections (COCO AP suite or VOC07 mAP) and the proposals (AR@100/300/1000;
+recall curves and score-IoU rank correlation, :mod:`klrpn.metrics.proposal_quality`),
 counts parameters, times inference, and writes ``metrics.json`` (schema:
 ``klrpn/schemas/metrics.schema.json``, documented in docs/metrics-json.md) atomically.
 """
@@ -24,7 +25,7 @@ from klrpn import checkpoint as ckpt
 from klrpn.config import recipe_of
 from klrpn.data.download import sha256_of
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2 added proposal_quality (issue 10); the schema still accepts version 1
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "metrics.schema.json"
 
 
@@ -71,16 +72,17 @@ def utc_now() -> str:
 
 # --- dataset manifest ---------------------------------------------------------------------------
 
-def annotation_files(cfg: dict) -> list[tuple[str, Path]]:
-    """``[(path relative to dataset.root, path)]`` of the annotation files of the train and test
-    sets. COCO: ``annotations/instances_<set>.json`` (``image_info_<set>.json`` for test sets).
+def annotation_files(cfg: dict, sets=None) -> list[tuple[str, Path]]:
+    """``[(path relative to dataset.root, path)]`` of the annotation files of ``sets`` (default:
+    the train and test sets). COCO: ``annotations/instances_<set>.json`` (``image_info_<set>.json``
+    for test sets).
     VOC: each ``VOC<year>/ImageSets/Main/<set>.txt`` and every ``Annotations/<id>.xml`` it lists."""
     from klrpn.data.coco import coco_paths
     from klrpn.data.voc import parse_image_set
 
     d = cfg["dataset"]
     root = Path(d["root"])
-    sets = list(dict.fromkeys([*d["train"], d["test"]]))
+    sets = list(dict.fromkeys([*d["train"], d["test"]] if sets is None else sets))
     files: dict[str, Path] = {}
     for name in sets:
         if d["format"] == "coco":
@@ -192,11 +194,13 @@ def write_json(path: Path, doc) -> Path:
 
 
 def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dict,
-                     proposals: dict, params: int, speed: dict, eval_wall_time_s: float) -> dict:
+                     proposals: dict, params: int, speed: dict, eval_wall_time_s: float,
+                     proposal_quality: dict) -> dict:
     import torchvision
 
     m, d = cfg["model"], cfg["dataset"]
     train_prov = dict(final.get("provenance") or {})
+    identity = train_prov.pop("run_identity", None) or cfg.get("run_identity")  # klrpn.identity
     return {
         "schema_version": SCHEMA_VERSION,
         "cell": cfg["cell"], "profile": cfg["profile"], "table": cfg["table"],
@@ -205,6 +209,7 @@ def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dic
                     **dataset_info},
         "metrics": plain(metrics),
         "proposals": plain(proposals),
+        "proposal_quality": plain(proposal_quality),
         "params": int(params), "params_M": round(params / 1e6, 2),
         "speed": speed,
         "recipe": recipe_of(cfg),
@@ -215,6 +220,7 @@ def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dic
             "eval_wall_time_s": round(eval_wall_time_s, 3),
             "train_iters": int(final["iteration"]), "date": utc_now(),
             "hardware": train_prov.get("hardware", "unknown"),
+            "run_identity": identity,
             "imagenet_weights": imagenet_weights_of(cfg),
             "train": plain(train_prov),
         },
@@ -258,17 +264,19 @@ def eval_device(cfg: dict, device: str | None):
 
 def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None = None, *,
                   params_dir=None, device: str | None = None, progress: bool = True,
-                  log=print) -> dict:
-    """Evaluate the trained cell in ``out_dir`` (default ``results/CELL``); write and return
-    its metrics document."""
-    from klrpn.config import load_cell
+                  seed: int | None = None, log=print) -> dict:
+    """Evaluate the trained cell in ``out_dir`` (default ``results/CELL``, or
+    ``klrpn.config.run_dir("results", CELL, seed)`` with ``seed``, which overrides the params'
+    seed as in training); write and return its metrics document."""
+    from klrpn.config import load_cell, run_dir
     from klrpn.data import build_dataset
     from klrpn.metrics.model_stats import count_parameters
+    from klrpn.metrics.proposal_quality import coco_gt_of, proposal_quality
     from klrpn.models import build_model
 
     start = time.perf_counter()
-    cfg_now = load_cell(cell_id, profile, params_dir)
-    out_dir = Path(out_dir or Path("results") / cell_id)
+    cfg_now = load_cell(cell_id, profile, params_dir, seed=seed)
+    out_dir = Path(out_dir or run_dir("results", cell_id, seed or 0))
     final = ckpt.load_final(out_dir)
     cfg = final["cfg"]
     if cfg.get("params_hash") != cfg_now["params_hash"]:
@@ -287,6 +295,7 @@ def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | No
                                         progress=progress)
         metrics = dataset.evaluate(detections)
         recall = dataset.proposal_recall(proposals)
+        quality = proposal_quality(coco_gt_of(dataset), proposals)
         results = coco_results(dataset, detections)
         write_json(out_dir / "detections.json", results)
         if cfg["dataset"]["format"] == "coco":
@@ -299,7 +308,8 @@ def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | No
         if claim is not None:
             claim.release()
     doc = metrics_document(
-        cfg, final, metrics=metrics, proposals=recall, params=params, speed=speed,
+        cfg, final, metrics=metrics, proposals=recall, proposal_quality=quality, params=params,
+        speed=speed,
         dataset_info={"num_test_images": len(dataset), "manifest_sha256": manifest_sha256(cfg)},
         eval_wall_time_s=time.perf_counter() - start)
     validate_metrics(doc, str(out_dir / "metrics.json"))

@@ -393,3 +393,397 @@ def write_table(table: int, out: str | os.PathLike, results_dir: str | os.PathLi
     text = render_table(table, results_dir, cells_file, profile)
     atomic_write_text(out, text)
     return Path(out)
+
+
+# ==============================================================================================
+# Beyond the paper (issue 10): significance, proposal quality, ablations over seeds.
+# Runs live in klrpn.config.run_dir(results, cell, seed): results/<cell> for seed 0,
+# results/seed<N>/<cell> for seed N.
+
+METRIC_OF_TABLE = {1: "AP", 2: "mAP"}
+
+
+def _std(values: list[float]) -> float | None:
+    """Sample standard deviation (ddof 1); None with fewer than two values."""
+    import numpy as np
+
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else None
+
+
+def table_pairs(table: int) -> list[dict]:
+    """The RPN / KL-RPN pairs of a paper table, in row order: ``{"rpn", "klrpn", "row"}`` (the
+    paper row of the RPN cell) and ``paper_delta`` (KL-RPN − RPN in the table's metric)."""
+    ref = load_reference()[f"table{table}"]
+    rows = {row["cell"]: row for row in ref["rows"]}
+    metric = METRIC_OF_TABLE[table]
+    pairs = []
+    for row in ref["rows"]:
+        if not row["cell"].endswith("-rpn"):
+            continue
+        partner = row["cell"][: -len("-rpn")] + "-klrpn"
+        if partner not in rows:
+            raise ReportError(f"klrpn/reference/paper_tables.yaml: table{table} has "
+                              f"{row['cell']} but no {partner}")
+        a, b = row["values"].get(metric), rows[partner]["values"].get(metric)
+        pairs.append({"rpn": row["cell"], "klrpn": partner, "row": row, "table": table,
+                      "metric": metric,
+                      "paper_delta": None if a is None or b is None else round(b - a, 10)})
+    return pairs
+
+
+def collect_runs(results_dir, cells: list[str], seeds: list[int],
+                 profile: str | None = None) -> tuple[dict, str | None]:
+    """``({(cell, seed): metrics or None}, profile)`` from ``run_dir(results, cell, seed)``;
+    every metrics file must agree on the profile (and match ``profile`` if given)."""
+    from klrpn.config import run_dir
+
+    schema = _metrics_schema()
+    found, seen = {}, ((profile, "--profile") if profile else None)
+    for cell in cells:
+        for seed in seeds:
+            path = run_dir(results_dir, cell, seed) / "metrics.json"
+            if not path.is_file():
+                found[(cell, seed)] = None
+                continue
+            m = load_metrics(path, schema)
+            if m["cell"] != cell:
+                raise ReportError(f"{path}: key 'cell' is {m['cell']!r}, expected {cell!r}")
+            if m["provenance"]["seed"] != seed:
+                raise ReportError(f"{path}: key 'provenance.seed' is {m['provenance']['seed']}, "
+                                  f"but the folder is seed {seed}'s (klrpn.config.run_dir)")
+            if seen and m["profile"] != seen[0]:
+                raise ReportError(f"{path}: key 'profile' is {m['profile']!r} but {seen[1]} is "
+                                  f"{seen[0]!r}; a report shows one profile")
+            seen = seen or (m["profile"], str(path))
+            found[(cell, seed)] = m
+    return found, seen[0] if seen else None
+
+
+def _metric_of(m: dict | None, metric: str) -> float | None:
+    return None if m is None else m["metrics"].get(metric)
+
+
+def _fmt_signed(x: float | None, digits: int = 1) -> str:
+    return MISSING if x is None else f"{x:+.{digits}f}"
+
+
+def _mean_std_text(values: list[float], digits: int = 1) -> str:
+    import numpy as np
+
+    if not values:
+        return MISSING
+    std = _std(values)
+    text = f"{float(np.mean(values)):+.{digits}f}"
+    return text + (f" ± {std:.{digits}f}" if std is not None else " (one seed)")
+
+
+def _jinja(name: str) -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("klrpn", "templates"),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    return env.get_template(name)
+
+
+# --- significance ------------------------------------------------------------------------------
+
+def significance_rows(results_dir, seeds: list[int], *, params_dir=None, profile: str | None = None,
+                      resamples: int = 1000, bootstrap_seed: int = 0, workers: int = 1,
+                      tables=(1, 2)) -> tuple[list[dict], str | None]:
+    """One row per RPN / KL-RPN pair: paper Δ, our Δ per seed (metrics.json), the paired
+    bootstrap over the seeds where both cells have detections.json. Each detections.json is
+    re-scored once by the per-image evaluator; its full-set metric must equal metrics.json's
+    (else the two files are out of step and the report refuses)."""
+    import numpy as np
+
+    from klrpn.config import load_cell, run_dir
+    from klrpn.data import build_dataset
+    from klrpn.metrics.bootstrap import paired_bootstrap, per_image_eval
+    from klrpn.metrics.coco_eval import load_detections
+
+    pairs = [p for t in tables for p in table_pairs(t)]
+    cells = [c for p in pairs for c in (p["rpn"], p["klrpn"])]
+    runs, profile = collect_runs(results_dir, cells, seeds, profile)
+    datasets: dict[str, Any] = {}
+    rows = []
+    for p in pairs:
+        metric = p["metric"]
+        both = [s for s in seeds if runs[(p["rpn"], s)] is not None and runs[(p["klrpn"], s)] is not None]
+        deltas = [_metric_of(runs[(p["klrpn"], s)], metric) - _metric_of(runs[(p["rpn"], s)], metric)
+                  for s in both if None not in (_metric_of(runs[(p["klrpn"], s)], metric),
+                                                _metric_of(runs[(p["rpn"], s)], metric))]
+        boot = None
+        if both:
+            cfg = load_cell(p["rpn"], profile, params_dir)
+            key = json.dumps(cfg["dataset"], sort_keys=True)
+            if key not in datasets:
+                datasets[key] = build_dataset(cfg, "test", train=False)
+            evals = {}
+            for cell in (p["rpn"], p["klrpn"]):
+                for s in both:
+                    path = run_dir(results_dir, cell, s) / "detections.json"
+                    if not path.is_file():
+                        raise ReportError(f"{path}: missing, but metrics.json is there: "
+                                          f"re-run `klrpn evaluate {cell}`")
+                    e = per_image_eval(datasets[key], load_detections(path), where=str(path))
+                    ours = _metric_of(runs[(cell, s)], metric)
+                    full = e.metric()
+                    if ours is not None and full is not None and abs(full - ours) > 1e-6:
+                        raise ReportError(
+                            f"{path}: scores {metric} {full:.6f} but metrics.json next to it says "
+                            f"{ours:.6f}: the two files are out of step; re-run `klrpn evaluate {cell}`")
+                    evals[(cell, s)] = e
+            boot = paired_bootstrap([evals[(p["rpn"], s)] for s in both],
+                                    [evals[(p["klrpn"], s)] for s in both],
+                                    resamples=resamples, seed=bootstrap_seed, workers=workers)
+        row = p["row"]
+        rows.append({
+            "table": p["table"], "method": row["method"], "backbone": row["backbone"],
+            "train_data": row["train_data"], "rpn_cell": p["rpn"], "klrpn_cell": p["klrpn"],
+            "metric": metric, "paper_delta": p["paper_delta"], "seeds": both,
+            "deltas": deltas,
+            "delta_mean": float(np.mean(deltas)) if deltas else None,
+            "delta_std": _std(deltas),
+            "ci_low": boot["ci"][0] if boot else None, "ci_high": boot["ci"][1] if boot else None,
+            "resamples": resamples if boot else None,
+            "verdict": boot["verdict"] if boot else None,
+        })
+    return rows, profile
+
+
+def render_significance(results_dir="results", seeds=(0,), *, params_dir=None,
+                        profile: str | None = None, resamples: int = 1000,
+                        bootstrap_seed: int = 0, workers: int = 1) -> tuple[str, pd.DataFrame]:
+    """The markdown of reports/significance.md and the frame of significance.csv."""
+    seeds = sorted(set(int(s) for s in seeds))
+    rows, profile = significance_rows(results_dir, seeds, params_dir=params_dir, profile=profile,
+                                      resamples=resamples, bootstrap_seed=bootstrap_seed,
+                                      workers=workers)
+    frame = pd.DataFrame.from_records([{
+        "table": r["table"], "method": r["method"], "backbone": r["backbone"],
+        "train_data": r["train_data"], "rpn_cell": r["rpn_cell"], "klrpn_cell": r["klrpn_cell"],
+        "metric": r["metric"], "paper_delta": r["paper_delta"],
+        "seeds": " ".join(map(str, r["seeds"])), "n_seeds": len(r["seeds"]),
+        "delta_mean": r["delta_mean"], "delta_std": r["delta_std"],
+        "ci_low": r["ci_low"], "ci_high": r["ci_high"], "resamples": r["resamples"],
+        "verdict": r["verdict"] or ""} for r in rows])
+    body = []
+    for r in rows:
+        ci = (MISSING if r["ci_low"] is None else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
+        body.append([f"Table {r['table']}", r["method"], r["backbone"], r["train_data"], r["metric"],
+                     _fmt_signed(r["paper_delta"]), _mean_std_text(r["deltas"], 2),
+                     str(len(r["seeds"])), ci, r["verdict"] or MISSING])
+    text = _jinja("significance.md.j2").render(
+        profile=profile, rows=body, seeds=seeds, resamples=resamples,
+        bootstrap_seed=bootstrap_seed, n_present=sum(bool(r["seeds"]) for r in rows),
+        n_pairs=len(rows), results=str(results_dir))
+    return text, frame
+
+
+def write_significance(out_md, out_csv, results_dir="results", seeds=(0,), **kwargs) -> Path:
+    text, frame = render_significance(results_dir, seeds, **kwargs)
+    with atomic_output(out_csv) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+    atomic_write_text(out_md, text)
+    return Path(out_md)
+
+
+# --- proposals ---------------------------------------------------------------------------------
+
+def _mean_curve(docs: list[dict], getter) -> dict | None:
+    """Mean over seeds of ``getter(doc)`` (a ``{key: percent or None}``); None without docs."""
+    import numpy as np
+
+    curves = [getter(d) for d in docs]
+    if not curves:
+        return None
+    return {k: (None if any(c[k] is None for c in curves) else float(np.mean([c[k] for c in curves])))
+            for k in curves[0]}
+
+
+def proposal_summary(results_dir, seeds, profile: str | None = None, tables=(1, 2)):
+    """Per pair, per cell: the seed-mean AR curve, recall-vs-IoU at 300 / 1000, rho and the
+    mean number of proposals per image. A metrics.json of schema_version 1 (before proposal
+    quality was measured) is an error that names the file."""
+    import numpy as np
+
+    from klrpn.config import run_dir
+
+    pairs = [p for t in tables for p in table_pairs(t)]
+    cells = [c for p in pairs for c in (p["rpn"], p["klrpn"])]
+    runs, profile = collect_runs(results_dir, cells, seeds, profile)
+    for (cell, seed), m in runs.items():
+        if m is not None and "proposal_quality" not in m:
+            raise ReportError(f"{run_dir(results_dir, cell, seed) / 'metrics.json'}: schema_version "
+                              f"{m['schema_version']} has no 'proposal_quality'; re-run "
+                              f"`klrpn evaluate {cell}`")
+    out = []
+    for p in pairs:
+        entry = {"pair": p, "cells": {}}
+        for cell in (p["rpn"], p["klrpn"]):
+            docs = [runs[(cell, s)] for s in seeds if runs[(cell, s)] is not None]
+            q = [d["proposal_quality"] for d in docs]
+            rhos = [x["score_iou"]["rho"] for x in q if x["score_iou"]["rho"] is not None]
+            rhos_o = [x["score_iou"]["rho_overlapping"] for x in q
+                      if x["score_iou"]["rho_overlapping"] is not None]
+            entry["cells"][cell] = {
+                "seeds": [s for s in seeds if runs[(cell, s)] is not None],
+                "ar": _mean_curve(q, lambda x: x["ar_curve"]),
+                "iou300": _mean_curve(q, lambda x: x["recall_vs_iou"]["300"]),
+                "iou1000": _mean_curve(q, lambda x: x["recall_vs_iou"]["1000"]),
+                "rho": float(np.mean(rhos)) if rhos else None,
+                "rho_std": _std(rhos),
+                "rho_overlapping": float(np.mean(rhos_o)) if rhos_o else None,
+                "per_image": (float(np.mean([d["proposal_quality"]["score_iou"]["num_proposals"]
+                                             / d["dataset"]["num_test_images"] for d in docs]))
+                              if docs else None),
+            }
+        out.append(entry)
+    return out, profile
+
+
+def plot_proposals(summary: list[dict], out_png, profile: str | None) -> None:
+    """proposals.png: per pair with results, AR vs number of proposals (log x) and recall vs
+    IoU threshold at 300 (solid) and 1000 (dashed); RPN blue, KL-RPN orange."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [e for e in summary if any(c["ar"] for c in e["cells"].values())]
+    n = max(len(present), 1)
+    fig, axes = plt.subplots(n, 2, figsize=(10, 3.2 * n), squeeze=False)
+    colors = {"rpn": "tab:blue", "klrpn": "tab:orange"}
+    if not present:
+        for ax in axes[0]:
+            ax.axis("off")
+        axes[0][0].text(0.5, 0.5, "no results yet", ha="center", va="center")
+    for row, e in zip(axes, present):
+        p = e["pair"]
+        title = f"{p['row']['method']} {p['row']['backbone']}, {p['rpn'].split('-')[0]}"
+        for kind in ("rpn", "klrpn"):
+            c = e["cells"][p[kind]]
+            if not c["ar"]:
+                continue
+            label = f"{'RPN' if kind == 'rpn' else 'KL-RPN'} ({len(c['seeds'])} seed{'s' * (len(c['seeds']) != 1)})"
+            ks = [int(k) for k in c["ar"] if c["ar"][k] is not None]
+            row[0].plot(ks, [c["ar"][str(k)] for k in ks], "o-", color=colors[kind], label=label)
+            same = c["iou300"] == c["iou1000"]      # the model returns <= 300 proposals
+            for key, style in (("iou300", "-"), ("iou1000", "--")):
+                if same and key == "iou1000":
+                    continue
+                ts = [t for t in c[key] if c[key][t] is not None]
+                text = "300 = 1000" if same else key[3:]
+                row[1].plot([float(t) for t in ts], [c[key][t] for t in ts], linestyle=style,
+                            marker=".", color=colors[kind], label=f"{label}, {text} proposals")
+        row[0].set_xscale("log")
+        row[0].set_xlabel("proposals per image")
+        row[0].set_ylabel("AR (IoU .50:.95, %)")
+        row[0].set_title(title, fontsize=10)
+        row[1].set_xlabel("IoU threshold")
+        row[1].set_ylabel("recall (%)")
+        row[1].set_title(title + ": recall vs IoU", fontsize=10)
+        for ax in row:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    if profile == "smoke":
+        fig.suptitle("SMOKE RUN on synthetic data — not comparable to the paper", color="tab:red")
+    fig.tight_layout()
+    with atomic_output(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def render_proposals(results_dir="results", seeds=(0,), *, profile: str | None = None,
+                     png_name: str = "proposals.png") -> tuple[str, list, str | None]:
+    from klrpn.metrics.proposal_quality import AR_CURVE_K, IOU_THRESHOLDS
+
+    seeds = sorted(set(int(s) for s in seeds))
+    summary, profile = proposal_summary(results_dir, seeds, profile)
+    ar_rows, iou_rows, rho_rows = [], [], []
+    for e in summary:
+        p = e["pair"]
+        for kind in ("rpn", "klrpn"):
+            cell = p[kind]
+            c = e["cells"][cell]
+            n = str(len(c["seeds"])) if c["seeds"] else MISSING
+            ar_rows.append([f"`{cell}`", n] + [_fmt(c["ar"][str(k)]) if c["ar"] else MISSING
+                                               for k in AR_CURVE_K])
+            for key, k in (("iou300", 300), ("iou1000", 1000)):
+                iou_rows.append([f"`{cell}`", str(k)] + [_fmt(c[key][f"{t:.2f}"]) if c[key] else MISSING
+                                                         for t in IOU_THRESHOLDS])
+            rho = MISSING if c["rho"] is None else (
+                f"{c['rho']:+.3f}" + (f" ± {c['rho_std']:.3f}" if c["rho_std"] is not None else ""))
+            rho_rows.append([f"`{cell}`", n, rho,
+                             MISSING if c["rho_overlapping"] is None else f"{c['rho_overlapping']:+.3f}",
+                             _fmt(c["per_image"], 0)])
+    text = _jinja("proposals.md.j2").render(
+        profile=profile, seeds=seeds, ar_headers=[str(k) for k in AR_CURVE_K], ar_rows=ar_rows,
+        iou_headers=[f"{t:.2f}" for t in IOU_THRESHOLDS], iou_rows=iou_rows, rho_rows=rho_rows,
+        png=png_name)
+    return text, summary, profile
+
+
+def write_proposals(out_md, out_png, results_dir="results", seeds=(0,), **kwargs) -> Path:
+    text, summary, profile = render_proposals(results_dir, seeds, png_name=Path(out_png).name,
+                                              **kwargs)
+    plot_proposals(summary, out_png, profile)
+    atomic_write_text(out_md, text)
+    return Path(out_md)
+
+
+# --- ablations ---------------------------------------------------------------------------------
+
+def render_ablations(results_dir="results", seeds=(0,), *, params_dir=None,
+                     profile: str | None = None) -> str:
+    """reports/ablations.md: each variant's metric (mean over seeds) and its Δ to the base
+    cell, beside the seed noise of the base pair (std over seeds of the base cell's metric and
+    of the base pair's Δ KL-RPN − RPN)."""
+    import numpy as np
+
+    from klrpn.config import list_variants
+
+    seeds = sorted(set(int(s) for s in seeds))
+    variants = list_variants(params_dir)
+    if not variants:
+        raise ReportError(f"{Path(params_dir or 'params') / 'ablations.yaml'}: no ablation variants")
+    bases = sorted({v["base"] for v in variants})
+    if len(bases) != 1:
+        raise ReportError(f"ablations.yaml: the report shows one base cell, got {bases}")
+    base = bases[0]
+    rpn = base[: -len("-klrpn")] + "-rpn" if base.endswith("-klrpn") else None
+    table = next(t for t in (1, 2) for p in table_pairs(t) if base in (p["rpn"], p["klrpn"]))
+    metric = METRIC_OF_TABLE[table]
+    cells = [base] + ([rpn] if rpn else []) + [v["id"] for v in variants]
+    runs, profile = collect_runs(results_dir, cells, seeds, profile)
+
+    def values(cell):
+        return [v for s in seeds if (v := _metric_of(runs[(cell, s)], metric)) is not None]
+
+    base_vals = values(base)
+    base_mean = float(np.mean(base_vals)) if base_vals else None
+    base_std = _std(base_vals)
+    pair_deltas = [runs[(base, s)]["metrics"][metric] - runs[(rpn, s)]["metrics"][metric]
+                   for s in seeds if rpn and runs[(base, s)] is not None and runs[(rpn, s)] is not None
+                   and runs[(base, s)]["metrics"][metric] is not None
+                   and runs[(rpn, s)]["metrics"][metric] is not None]
+    noise = (f"± {base_std:.2f} (base, {len(base_vals)} seeds)" if base_std is not None
+             else f"{MISSING} (needs ≥ 2 seeds of the base)")
+    rows = [["base (the paper's choices)", "—", _fmt(base_mean, 2) if base_vals else MISSING,
+             "0 (reference)", str(len(base_vals)), noise]]
+    for v in variants:
+        vals = values(v["id"])
+        mean = float(np.mean(vals)) if vals else None
+        delta = None if mean is None or base_mean is None else mean - base_mean
+        rows.append([v["factor"], f"{v['value']} (base: {v['base_value']})",
+                     _fmt(mean, 2) if vals else MISSING, _fmt_signed(delta, 2),
+                     str(len(vals)) if vals else MISSING, noise])
+    return _jinja("ablations.md.j2").render(
+        profile=profile, base=base, rpn=rpn, metric=metric, rows=rows, seeds=seeds,
+        pair_delta=_mean_std_text(pair_deltas, 2), n_pair=len(pair_deltas),
+        variants=[v["id"] for v in variants])
+
+
+def write_ablations(out_md, results_dir="results", seeds=(0,), **kwargs) -> Path:
+    atomic_write_text(out_md, render_ablations(results_dir, seeds, **kwargs))
+    return Path(out_md)

@@ -34,6 +34,8 @@ from klrpn import checkpoint as ckpt
 from klrpn import distributed as dist_utils
 from klrpn import runlock
 from klrpn.distributed import World
+from klrpn.identity import differences as identity_differences
+from klrpn.identity import run_identity
 
 SIGTERM_EXIT = 128 + signal.SIGTERM
 
@@ -289,6 +291,7 @@ def save_checkpoint(out_dir: Path, iteration: int, model, optimizer, scheduler, 
             "rng": rng,
             "world_size": world.size,
             "params_hash": settings.params_hash,
+            "run_identity": settings.cfg.get("run_identity"),
             "wall_time_s": wall_time_s,
         }, ckpt.checkpoint_path(out_dir, iteration))
         ckpt.prune(out_dir)
@@ -438,35 +441,45 @@ def gpus_to_use(cfg: dict, available: int, log=print) -> int:
 
 def train_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None = None, *,
                params_dir=None, device: str | None = None, amp: str | None = None,
-               restart_on_params_change: bool = False, log=print) -> int:
-    """Train one cell into ``out_dir`` (default ``results/CELL``); returns an exit status.
+               restart_on_params_change: bool = False, seed: int | None = None,
+               log=print) -> int:
+    """Train one cell into ``out_dir`` (default ``results/CELL``, or
+    ``klrpn.config.run_dir("results", CELL, seed)`` with ``seed``); returns an exit status.
+    ``seed`` overrides the params' seed (:func:`klrpn.config.load_cell`).
 
     Only one run may train into ``out_dir`` at a time (:mod:`klrpn.runlock`); a second one
     fails at once with :class:`~klrpn.runlock.RunLockError`. Under torchrun, this process is
     one worker. Otherwise it picks the device, claims GPUs
     (:mod:`klrpn.gpu`) and either trains in this process (CPU or one GPU) or re-launches itself
     under torchrun with one process per claimed GPU. With ``restart_on_params_change``, a run
-    of ``out_dir`` made with other params is moved aside (:func:`archive_stale_run`) instead of
-    being an error: the pipelines retrain a cell whose params changed.
+    of ``out_dir`` made by another run (other params, data or training code:
+    :mod:`klrpn.identity`) is moved aside (:func:`archive_stale_run`) instead of being an
+    error: the pipelines retrain a cell whose params, data or code changed.
     """
-    from klrpn.config import load_cell
+    from klrpn.config import load_cell, run_dir
 
-    cfg = load_cell(cell_id, profile, params_dir)
-    out_dir = Path(out_dir or Path("results") / cell_id)
+    cfg = load_cell(cell_id, profile, params_dir, seed=seed)
+    cfg["run_identity"] = run_identity(cfg)  # params, data, code (klrpn.identity); checkpoints keep it
+    out_dir = Path(out_dir or run_dir("results", cell_id, seed or 0))
     worker = dist_utils.under_torchrun() and dist_utils.world_from_env().rank != 0
     with contextlib.nullcontext() if worker else runlock.hold(out_dir):
         return _train_cell(cfg, out_dir, profile=profile, params_dir=params_dir, device=device,
-                           amp=amp, restart_on_params_change=restart_on_params_change, log=log)
+                           amp=amp, restart_on_params_change=restart_on_params_change,
+                           seed=seed, log=log)
 
 
 def _train_cell(cfg: dict, out_dir: Path, *, profile: str, params_dir, device: str | None,
-                amp: str | None, restart_on_params_change: bool, log) -> int:
+                amp: str | None, restart_on_params_change: bool, log,
+                seed: int | None = None) -> int:
     """:func:`train_cell` once the output folder's run lock is held."""
     from klrpn import gpu
 
     cell_id = cfg["cell"]
-    if restart_on_params_change and not dist_utils.under_torchrun():
-        archive_stale_run(out_dir, cfg["params_hash"], log)
+    if not dist_utils.under_torchrun():
+        if restart_on_params_change:
+            archive_stale_run(out_dir, cfg["run_identity"], log)
+        else:
+            check_same_run(out_dir, cfg["run_identity"])
     if already_trained(out_dir, cfg, log):
         return 0
     if dist_utils.under_torchrun():
@@ -490,43 +503,73 @@ def _train_cell(cfg: dict, out_dir: Path, *, profile: str, params_dir, device: s
             argv += ["--params", str(params_dir)]
         if amp is not None:
             argv += ["--amp", amp]
+        if seed is not None:
+            argv += ["--seed", str(seed)]
         return dist_utils.launch(n, argv, claim.env_value)
 
 
-def archive_stale_run(out_dir: Path, params_hash: str, log=print) -> Path | None:
-    """Move everything in ``out_dir`` (final model, checkpoints, curves, metrics) into
-    ``out_dir/stale-<old hash>/`` when it was trained with params other than ``params_hash``.
-    Returns the archive folder, or None when there was nothing stale."""
+def recorded_identity(out_dir: Path) -> tuple[Path, dict | None] | None:
+    """``(file, run identity)`` of the run in ``out_dir``: from ``model_final.pt`` when training
+    finished, else from the newest checkpoint; None when neither exists. Files written before run
+    identities existed give ``{"params_hash": ...}`` only (so they never match a current run)."""
     final, latest = out_dir / ckpt.FINAL_NAME, ckpt.find_latest(out_dir)
     if final.is_file():
-        old = ckpt.load_final(out_dir)["cfg"].get("params_hash")
-    elif latest is not None:
-        old = ckpt.load(latest).get("params_hash")
-    else:
+        state = ckpt.load_final(out_dir)
+        return final, state["cfg"].get("run_identity") or {"params_hash": state["cfg"].get("params_hash")}
+    if latest is not None:
+        state = ckpt.load(latest)
+        return latest, state.get("run_identity") or {"params_hash": state.get("params_hash")}
+    return None
+
+
+def _describe_change(old: dict, new: dict) -> str:
+    changed = identity_differences(old, new)
+    return (f"made with other {', '.join(changed)} (run id {str(old.get('id'))[:12]}, "
+            f"now {new['id'][:12]}; klrpn.identity)")
+
+
+def check_same_run(out_dir: Path, identity: dict) -> None:
+    """Refuse (CheckpointError) to resume or reuse a run of ``out_dir`` made with other params,
+    data or training code than ``identity`` says."""
+    found = recorded_identity(out_dir)
+    if found is not None and identity_differences(found[1], identity):
+        raise ckpt.CheckpointError(
+            f"{found[0]} was {_describe_change(found[1], identity)}: resuming it would mix two "
+            "runs; pass --restart-on-params-change to move it aside and train afresh, or train "
+            "into another --out")
+
+
+def archive_stale_run(out_dir: Path, identity: dict, log=print) -> Path | None:
+    """Move everything in ``out_dir`` (final model, checkpoints, curves, metrics) into
+    ``out_dir/stale-<old run id>/`` when it was made by another run than ``identity`` (other
+    params, data or training code). Returns the archive folder, or None when there was nothing
+    stale."""
+    found = recorded_identity(out_dir)
+    if found is None or not identity_differences(found[1], identity):
         return None
-    if old == params_hash:
-        return None
-    archive = out_dir / f"stale-{str(old)[:12]}"
+    old = found[1]
+    archive = out_dir / f"stale-{str(old.get('id') or old.get('params_hash'))[:12]}"
     archive.mkdir(exist_ok=True)
     for entry in sorted(out_dir.iterdir()):
         if not entry.name.startswith("stale-") and entry.name != runlock.LOCK_NAME:
             entry.rename(archive / entry.name)
-    log(f"{out_dir}: trained with params hash {old!r}, now {params_hash!r}: moved the old run "
-        f"to {archive} and starting afresh")
+    log(f"{out_dir}: the run there was {_describe_change(old, identity)}: moved it to {archive} "
+        "and training from iteration 0")
     return archive
 
 
 def already_trained(out_dir: Path, cfg: dict, log=print) -> bool:
-    """True when ``model_final.pt`` exists for this exact config; an error if for another."""
+    """True when ``model_final.pt`` exists for this exact run (``cfg["run_identity"]``); an
+    error if made by another run."""
     path = out_dir / ckpt.FINAL_NAME
     if not path.is_file():
         return False
-    final = ckpt.load_final(out_dir)
-    if final["cfg"].get("params_hash") != cfg["params_hash"]:
+    found = recorded_identity(out_dir)
+    if identity_differences(found[1], cfg["run_identity"]):
         raise ckpt.CheckpointError(
-            f"{path} was trained with params hash {final['cfg'].get('params_hash')!r}, the config "
-            f"now resolves to {cfg['params_hash']!r}: remove it to retrain, or use another --out")
-    log(f"{path} exists for this config: training already complete")
+            f"{path} was {_describe_change(found[1], cfg['run_identity'])}: remove it to retrain, "
+            "or use another --out")
+    log(f"{path} exists for this run (same params, data and code): training already complete")
     return True
 
 
@@ -575,7 +618,8 @@ def run_cell(cfg: dict, out_dir: Path, device: torch.device, world: World,
             log(f"{cfg['cell']} ({cfg['profile']}): {max_iter} iterations of {t['batch_size']} "
                 f"images on {world.size} x {device.type}, {t['optimizer']} lr {t['lr']}, "
                 f"amp {dtype}, {len(dataset)} training images -> {out_dir}")
-        provenance = provenance_at_train(device, world.size, dtype)
+        provenance = {**provenance_at_train(device, world.size, dtype),
+                      "run_identity": cfg.get("run_identity")}
         fit(model, optimizer, scheduler, scaler, make_batches, out_dir=out_dir, settings=settings,
             device=device, world=world, seed=cfg["seed"], provenance=provenance, log=log)
     except TrainingInterrupted as stop:

@@ -109,6 +109,98 @@ def test_cell_id_must_match_its_contents(params):
         load_cell("coco-faster_rcnn-vgg16-rpn", "paper", params)
 
 
+# --- ablation variants (issue 10) ---------------------------------------------------------------
+
+BASE = "voc0712-faster_rcnn-vgg16-klrpn"
+VARIANT_CHANGES = {
+    f"{BASE}--gamma1": {"model.klrpn.gamma": 1.0},
+    f"{BASE}--negvar1": {"model.klrpn.neg_var": 1.0},
+    f"{BASE}--roiweight1": {"model.roi_loss_weight": 1.0},
+    f"{BASE}--sgd": {"train.optimizer": "sgd", "train.lr": 1.0e-3},
+    f"{BASE}--meansigma": {"model.klrpn.score": "mean_sigma"},
+}
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_variants_change_exactly_their_keys():
+    from klrpn.config import list_variants
+
+    assert [v["id"] for v in list_variants(PARAMS)] == list(VARIANT_CHANGES)
+    base = _flat(load_cell(BASE, "paper", PARAMS))
+    skip = {"cell", "base_cell", "sources", "params_hash"}
+    for vid, changes in VARIANT_CHANGES.items():
+        cfg = load_cell(vid, "paper", PARAMS)
+        assert cfg["cell"] == vid and cfg["base_cell"] == BASE and cfg["table"] == 2
+        flat = _flat(cfg)
+        diff = {k: flat.get(k) for k in set(flat) | set(base) - skip
+                if k not in skip and flat.get(k) != base.get(k)}
+        assert diff == changes, vid
+        assert cfg["params_hash"] != load_cell(BASE, "paper", PARAMS)["params_hash"]
+        assert cfg["sources"][1].endswith(f"ablations/{vid}.yaml") or any(
+            s.endswith(f"ablations/{vid}.yaml") for s in cfg["sources"])
+        load_cell(vid, "smoke", PARAMS)                    # and in the smoke profile
+
+
+def test_paper_cells_have_no_score_key():
+    """The proposal-score switch is optional (absent = eq. 10), so it leaves the params hash
+    of the paper cells alone."""
+    for cell in list_cells(PARAMS):
+        assert "score" not in load_cell(cell["id"], "paper", PARAMS)["model"]["klrpn"]
+
+
+def test_variant_errors_name_the_file(params):
+    with pytest.raises(ParamsError, match=r"unknown cell .*ablation variants: .*--gamma1"):
+        load_cell(f"{BASE}--gamma2", "paper", params)
+    path = params / "ablations" / f"{BASE}--gamma1.yaml"
+    path.write_text(path.read_text().replace("gamma: 1.0", "gamma: one"))
+    with pytest.raises(ParamsError) as e:
+        load_cell(f"{BASE}--gamma1", "paper", params)
+    assert str(path) in str(e.value) and "'model.klrpn.gamma'" in str(e.value)
+    path.write_text(path.read_text().replace(f"cells/{BASE}.yaml", "datasets/voc0712.yaml"))
+    with pytest.raises(ParamsError, match=r"--gamma1\.yaml: key 'extends' must be"):
+        load_cell(f"{BASE}--gamma1", "paper", params)
+    score = params / "ablations" / f"{BASE}--meansigma.yaml"
+    score.write_text(score.read_text().replace("mean_sigma", "median_sigma"))
+    with pytest.raises(ParamsError, match="model.klrpn.score"):
+        load_cell(f"{BASE}--meansigma", "paper", params)
+
+
+def test_ablations_index_is_validated(params):
+    from klrpn.config import list_variants
+
+    index = params / "ablations.yaml"
+    text = index.read_text()
+    index.write_text(text.replace(f"id: {BASE}--sgd,", "id: voc07-rfcn-resnet101-klrpn--sgd,"))
+    with pytest.raises(ParamsError, match=r"variants\[3\]\.id"):
+        list_variants(params)
+    index.write_text(text.replace(f"base: {BASE}, factor: \"optimizer\"", "base: nope, factor: \"optimizer\""))
+    with pytest.raises(ParamsError, match=r"variants\[3\]\.base"):
+        list_variants(params)
+    index.unlink()
+    assert list_variants(params) == []
+
+
+def test_seed_argument_overrides_the_params_seed():
+    cell = "voc07-rfcn-resnet101-klrpn"
+    plain = load_cell(cell, "smoke", PARAMS)
+    assert plain["seed"] == 0
+    assert load_cell(cell, "smoke", PARAMS, seed=0)["params_hash"] == plain["params_hash"]
+    two = load_cell(cell, "smoke", PARAMS, seed=2)
+    assert two["seed"] == 2 and two["params_hash"] != plain["params_hash"]
+    assert load_cell(f"{BASE}--gamma1", "paper", PARAMS, seed=1)["seed"] == 1
+    with pytest.raises(ParamsError, match="seed must be an integer >= 0"):
+        load_cell(cell, "smoke", PARAMS, seed=-1)
+
+
 # --- issue 8: the baseline's settings where the paper is silent -----------------------------------
 
 @pytest.mark.parametrize("cell,length,steps,scales", [

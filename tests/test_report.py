@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from klrpn import report
 from klrpn.cli import main
+from klrpn.config import list_cells
 
 REPO = Path(__file__).resolve().parents[1]
 SHA = "a" * 64
@@ -34,7 +34,8 @@ def _metrics(cell: str, table: int, profile: str = "paper", **over) -> dict:
         "provenance": {"git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": False,
                        "params_hash": SHA, "seed": 0, "torch": "2.14.1", "torchvision": "0.29.1",
                        "wall_time_s": 80.5, "eval_wall_time_s": 10.0, "train_iters": 300,
-                       "date": "2026-11-25T12:00:00Z", "hardware": "cpu: 2 cores", "train": {}},
+                       "date": "2026-11-25T12:00:00Z", "hardware": "cpu: 2 cores", "run_identity": None,
+                       "train": {}},
     }
     for k, v in over.items():
         m[k] = v
@@ -49,8 +50,7 @@ def _write(results: Path, m: dict) -> Path:
 
 
 def _cells(table: int) -> list[str]:
-    cells = yaml.safe_load((REPO / "params/cells.yaml").read_text())["cells"]
-    return [c["id"] for c in cells if c["table"] == table]
+    return [c["id"] for c in list_cells(REPO / "params") if c["table"] == table]
 
 
 def _row(md: str, method: str, backbone: str, proposal: str) -> list[str]:

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     dl.set_defaults(func=run_download)
 
     synth = actions.add_parser("synth", help="write the synthetic COCO + VOCdevkit datasets")
-    synth.add_argument("--root", default="data/synthetic", help="output folder (default: data/synthetic)")
+    synth.add_argument("--root", default="synthetic", help="output folder (default: synthetic)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--scale", type=float, default=1.0, help="image/object size factor")
     synth.set_defaults(func=run_synth)

@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from klrpn.gpu import GPUClaimError
 
     try:
-        evaluate_cell(args.cell, args.profile, args.out, params_dir=args.params, device=args.device)
+        evaluate_cell(args.cell, args.profile, args.out, params_dir=args.params, device=args.device,
+                      seed=args.seed)
     except (ParamsError, CheckpointError, GPUClaimError, FileNotFoundError) as e:
         print(f"klrpn evaluate: {e}", file=sys.stderr)
         return 1

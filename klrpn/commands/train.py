@@ -17,8 +17,9 @@ def register(subparsers) -> None:
     p.add_argument("--amp", choices=["bf16", "fp16", "off"], default=None,
                    help="autocast dtype on CUDA (default: train.amp, bf16 where supported)")
     p.add_argument("--restart-on-params-change", action="store_true",
-                   help="if --out holds a run made with other params, move it to --out/stale-<hash>/ "
-                        "and train afresh (default: refuse; the pipelines pass this)")
+                   help="if --out holds a run made with other params, data or training code "
+                        "(klrpn.identity), move it to --out/stale-<run id>/ and train afresh "
+                        "(default: refuse; the pipelines pass this)")
     p.set_defaults(func=run)
 
 
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         return train_cell(args.cell, args.profile, args.out, params_dir=args.params,
                           device=args.device, amp=args.amp,
-                           restart_on_params_change=args.restart_on_params_change)
+                           restart_on_params_change=args.restart_on_params_change,
+                           seed=args.seed)
     except (ParamsError, CheckpointError, GPUClaimError, DivergenceError, RunLockError,
             FileNotFoundError) as e:
         print(f"klrpn train: {e}", file=sys.stderr)

@@ -58,7 +58,10 @@ def generate(root, *, seed: int = 0, sizes: dict | None = None, scale: float = 1
     """
     root = Path(root)
     params = {"seed": int(seed), "sizes": dict(sorted((sizes or DEFAULT_SIZES).items())),
-              "scale": float(scale), "version": GENERATOR_VERSION}
+              "scale": float(scale), "version": GENERATOR_VERSION,
+              # the generator's own source: new code -> new marker -> regenerated data and a new
+              # data fingerprint for the runs trained on it (klrpn.identity)
+              "generator_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
     marker = root / MARKER
     if marker.is_file():

@@ -44,14 +44,13 @@ def inclusive_iou(box: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return inter / union
 
 
-def evaluate_class(gt: dict, image_ids, boxes, scores, *, iou_threshold: float = 0.5,
-                   use_07_metric: bool = True) -> float | None:
-    """AP of one class. ``gt``: image_id -> (boxes [M, 4] inclusive coords, difficult [M]) for
-    every evaluated image; detections: ``image_ids`` [K], ``boxes`` [K, 4] inclusive coords,
-    ``scores`` [K]. None when the class has no non-difficult ground truth."""
-    npos = sum(int((~np.asarray(d, bool)).sum()) for _, d in gt.values())
-    if npos == 0:
-        return None
+def match_class(gt: dict, image_ids, boxes, scores, *,
+                iou_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The matching of one class: ``(order, tp, fp)``, detections in score order (descending,
+    stable) with ``tp`` / ``fp`` [K] in that order (a detection matching a difficult box is
+    neither). Arguments as :func:`evaluate_class`. A detection can only match ground truth of
+    its own image, so these are per-image matches: the paired bootstrap
+    (:mod:`klrpn.metrics.bootstrap`) reuses them."""
     order = np.argsort(-np.asarray(scores, float), kind="stable")
     matched = {i: np.zeros(len(b), bool) for i, (b, _) in gt.items()}
     tp, fp = np.zeros(len(order)), np.zeros(len(order))
@@ -70,9 +69,45 @@ def evaluate_class(gt: dict, image_ids, boxes, scores, *, iou_threshold: float =
                     tp[rank], matched[image_ids[k]][j] = 1, True
         else:
             fp[rank] = 1
+    return order, tp, fp
+
+
+def evaluate_class(gt: dict, image_ids, boxes, scores, *, iou_threshold: float = 0.5,
+                   use_07_metric: bool = True) -> float | None:
+    """AP of one class. ``gt``: image_id -> (boxes [M, 4] inclusive coords, difficult [M]) for
+    every evaluated image; detections: ``image_ids`` [K], ``boxes`` [K, 4] inclusive coords,
+    ``scores`` [K]. None when the class has no non-difficult ground truth."""
+    npos = sum(int((~np.asarray(d, bool)).sum()) for _, d in gt.values())
+    if npos == 0:
+        return None
+    _, tp, fp = match_class(gt, image_ids, boxes, scores, iou_threshold=iou_threshold)
     tp, fp = np.cumsum(tp), np.cumsum(fp)
     precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
     return voc_ap(tp / npos, precision, use_07_metric=use_07_metric)
+
+
+def class_inputs(dataset, predictions: dict, label: int, ids: list[int]):
+    """``(gt, det_ids, boxes, scores)`` of class ``label`` for :func:`evaluate_class`:
+    ground truth of every image in ``ids``, detections in ``ids`` order (each image's in
+    prediction order), boxes in inclusive VOC coordinates."""
+    gt = {}
+    for i in ids:
+        rec = dataset.gt[i]
+        keep = rec["labels"] == label
+        gt[i] = (rec["boxes"][keep], rec["difficult"][keep])
+    det_ids, det_boxes, det_scores = [], [], []
+    for i in ids:
+        if i not in predictions and str(i) not in predictions:
+            continue
+        pred = predictions[i] if i in predictions else predictions[str(i)]
+        keep = as_numpy(pred["labels"]) == label
+        det_boxes.append(as_numpy(pred["boxes"]).reshape(-1, 4)[keep].astype(np.float64)
+                         + np.array([1.0, 1.0, 0.0, 0.0]))
+        det_scores.append(as_numpy(pred["scores"])[keep].astype(np.float64))
+        det_ids += [i] * int(keep.sum())
+    boxes = np.concatenate(det_boxes) if det_boxes else np.zeros((0, 4))
+    scores = np.concatenate(det_scores) if det_scores else np.zeros(0)
+    return gt, det_ids, boxes, scores
 
 
 def voc07_map(dataset, predictions: dict, *, image_ids=None) -> dict:
@@ -86,23 +121,7 @@ def voc07_map(dataset, predictions: dict, *, image_ids=None) -> dict:
         raise KeyError(f"predictions for image ids not in the dataset: {unknown[:5]}")
     per_class = {}
     for label, name in enumerate(dataset.classes, start=1):
-        gt = {}
-        for i in ids:
-            rec = dataset.gt[i]
-            keep = rec["labels"] == label
-            gt[i] = (rec["boxes"][keep], rec["difficult"][keep])
-        det_ids, det_boxes, det_scores = [], [], []
-        for i in ids:
-            if i not in predictions and str(i) not in predictions:
-                continue
-            pred = predictions[i] if i in predictions else predictions[str(i)]
-            keep = as_numpy(pred["labels"]) == label
-            det_boxes.append(as_numpy(pred["boxes"]).reshape(-1, 4)[keep].astype(np.float64)
-                             + np.array([1.0, 1.0, 0.0, 0.0]))
-            det_scores.append(as_numpy(pred["scores"])[keep].astype(np.float64))
-            det_ids += [i] * int(keep.sum())
-        boxes = np.concatenate(det_boxes) if det_boxes else np.zeros((0, 4))
-        scores = np.concatenate(det_scores) if det_scores else np.zeros(0)
+        gt, det_ids, boxes, scores = class_inputs(dataset, predictions, label, ids)
         ap = evaluate_class(gt, det_ids, boxes, scores)
         per_class[name] = None if ap is None else 100.0 * ap
     valid = [v for v in per_class.values() if v is not None]

@@ -96,5 +96,6 @@ def build_rpn(m: dict, in_channels: int):
     k = m["klrpn"]
     head = KLRPNHead(in_channels=in_channels, channels=r["channels"], num_anchors=num_anchors,
                      init_std=r["init_std"], new_init_std=k["init_std"])
-    return KLRPN(head=head, gamma=k["gamma"], neg_var=k["neg_var"], score_eps=k["score_eps"], **common)
+    return KLRPN(head=head, gamma=k["gamma"], neg_var=k["neg_var"], score_eps=k["score_eps"],
+                 score_rule=k.get("score", "eq10"), **common)
 

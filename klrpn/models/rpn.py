@@ -195,11 +195,19 @@ class BaselineRPN(ProposalNetwork):
 class KLRPN(ProposalNetwork):
     """KL-RPN: one KL loss (eq. 8) and the objectness of eq. 10."""
 
-    def __init__(self, *, gamma: float, neg_var: float, score_eps: float, **kwargs):
+    SCORE_RULES = ("eq10", "mean_sigma")
+
+    def __init__(self, *, gamma: float, neg_var: float, score_eps: float, score_rule: str = "eq10",
+                 **kwargs):
+        if score_rule not in self.SCORE_RULES:
+            raise ValueError(f"score_rule {score_rule!r}: expected one of {self.SCORE_RULES}")
         super().__init__(**kwargs)
         self.gamma, self.neg_var, self.score_eps = gamma, neg_var, score_eps
+        self.score_rule = score_rule
 
     def score(self, pred):
+        if self.score_rule == "mean_sigma":  # ablation: minus the mean of the four sigmas, [N, M]
+            return -torch.exp(0.5 * pred["log_var"].float()).mean(dim=-1)
         return objectness(pred["log_var"], self.score_eps)  # log of eq. 10, [N, M]
 
     def compute_loss(self, pred, gt_deltas, pos, neg):

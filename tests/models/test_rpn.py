@@ -149,3 +149,33 @@ def test_klrpn_forward_on_a_feature_map_trains():
     # at initialisation beta ~ 0, mu ~ 0: negatives give 4 * (1/3) / 2 each, positives less
     assert 0.3 < losses["loss_kl"].item() < 0.7
     assert len(proposals) == 1 and proposals[0]["boxes"].shape[0] <= 20
+
+
+def test_klrpn_mean_sigma_score_rule():
+    """The ablation's ranking: minus the mean of the four sigmas (params model.klrpn.score)."""
+    rpn = _rpn("klrpn")
+    rpn.score_rule = "mean_sigma"
+    log_var = torch.log(torch.tensor([[[1.0, 4.0, 9.0, 16.0], [0.25, 0.25, 0.25, 0.25]]]))
+    torch.testing.assert_close(rpn.score({"log_var": log_var}), torch.tensor([[-2.5, -0.5]]))
+    # the two rules can rank differently: sigmas (0.1, 0.1, 0.1, 10) beat (1, 1, 1, 1) by
+    # eq. 10 (product 0.01 < 1) and lose by the mean (2.575 > 1)
+    log_var = torch.log(torch.tensor([[[0.01, 0.01, 0.01, 100.0], [1.0, 1.0, 1.0, 1.0]]]))
+    assert rpn.score({"log_var": log_var}).argmax().item() == 1
+    rpn.score_rule = "eq10"
+    assert rpn.score({"log_var": log_var}).argmax().item() == 0
+    with pytest.raises(ValueError, match="score_rule"):
+        KLRPN(head=rpn.head, gamma=0.5, neg_var=1 / 3, score_eps=1e-12, score_rule="median",
+              anchor_generator=rpn.anchor_generator, fg_iou_thresh=0.7, bg_iou_thresh=0.3,
+              batch_size_per_image=256, positive_fraction=0.5, pre_nms_top_n={"training": 1, "testing": 1},
+              post_nms_top_n={"training": 1, "testing": 1}, nms_thresh=0.7,
+              drop_cross_boundary=True)
+
+
+def test_build_model_passes_the_score_rule():
+    from klrpn.config import load_cell
+    from klrpn.models import build_model
+
+    cfg = load_cell("voc0712-faster_rcnn-vgg16-klrpn--meansigma", "smoke")
+    assert build_model(cfg, load_pretrained=False).rpn.score_rule == "mean_sigma"
+    cfg = load_cell("voc0712-faster_rcnn-vgg16-klrpn", "smoke")
+    assert build_model(cfg, load_pretrained=False).rpn.score_rule == "eq10"

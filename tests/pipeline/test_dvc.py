@@ -10,6 +10,9 @@ import yaml
 
 from conftest import REPO, job_outputs, snakemake
 
+from klrpn.config import list_cells, load_cell
+from klrpn.identity import TRAINING_CODE
+
 dvc_repo = pytest.importorskip("dvc.repo")
 
 
@@ -36,34 +39,79 @@ def _by_rule(stages):
     return out
 
 
+# Snakemake rule -> DVC stages (the two table stages are Snakemake's `report` rule)
+RULE_OF_STAGE = {"synth": "synth", "train": "train", "evaluate": "evaluate", "figure3": "figure3",
+                 "table1": "report", "table2": "report"}
+
+
 def test_same_cells_stages_and_outputs(workdir, dvc_stages):
-    cells = [c["id"] for c in yaml.safe_load((REPO / "params/cells.yaml").read_text())["cells"]]
+    cells = [c["id"] for c in list_cells(REPO / "params")]
     smk = job_outputs(snakemake(workdir, "-n", "--profile", "workflow/profiles/smoke").stdout)
-    dvc = _by_rule(dvc_stages)
-    for rule in ("train", "evaluate", "figure3", "report"):
-        assert rule in smk and rule in dvc, rule
-        dvc_outs = set().union(*(s["outs"] for s in dvc[rule].values()))
+    dvc = defaultdict(set)
+    for name, s in dvc_stages.items():
+        dvc[RULE_OF_STAGE[name.split("@")[0]]] |= s["outs"]
+    for rule in ("synth", "train", "evaluate", "figure3", "report"):
         # DVC additionally caches the checkpoints (Snakemake leaves them undeclared so a
         # requeued job keeps them); every other output is the same path in both
-        dvc_outs = {p for p in dvc_outs if not p.endswith("/checkpoints")}
+        dvc_outs = {p for p in dvc[rule] if not p.endswith("/checkpoints")}
         assert smk[rule] == dvc_outs, rule
+    by_rule = _by_rule(dvc_stages)
     for rule in ("train", "evaluate"):
-        assert len(dvc[rule]) == len(cells)
+        # one stage per cell, named by the cell (`dvc dag` shows train@<cell>)
+        assert sorted(by_rule[rule]) == sorted(f"{rule}@{c}" for c in cells)
         assert {Path(p).parent.name for p in smk[rule]} == set(cells)
-    # every train / evaluate stage runs the klrpn command of its own cell
+    # every train / evaluate stage runs the klrpn command of its own cell with all the cores
     for rule in ("train", "evaluate"):
-        for s in dvc[rule].values():
-            cell = {Path(p).parent.name for p in s["outs"]}
-            assert len(cell) == 1
-            assert s["cmd"].startswith(f"klrpn {rule} {cell.pop()} --profile smoke --out results/")
+        for name, s in by_rule[rule].items():
+            cell = name.split("@")[1]
+            assert {Path(p).parent.name for p in s["outs"]} == {cell}
+            assert s["cmd"].startswith(f"OMP_NUM_THREADS=$(nproc) klrpn {rule} {cell} "
+                                       f"--profile smoke --out results/{cell}"), s["cmd"]
 
 
-def test_train_stages_list_their_cells_params(dvc_stages):
+def test_synthetic_data_is_outside_data_and_the_smoke_cells_read_it(dvc_stages):
+    assert dvc_stages["synth"]["outs"] == {"synthetic"}
+    for c in list_cells(REPO / "params"):
+        root = Path(load_cell(c["id"], "smoke", REPO / "params")["dataset"]["root"])
+        assert root.parts[0] == "synthetic", (c["id"], root)
+        assert "synthetic" in dvc_stages[f"train@{c['id']}"]["deps"]
+
+
+def test_train_stages_list_their_cells_params_and_the_training_code(dvc_stages):
     for name, s in _by_rule(dvc_stages)["train"].items():
-        (cell,) = {Path(p).parent.name for p in s["outs"]}
+        cell = name.split("@")[1]
         assert {"params/defaults.yaml", f"params/cells/{cell}.yaml",
                 "params/profiles/smoke.yaml"} <= s["params"], name
         assert {"params/datasets", "params/backbones", "params/proposals", "params/shared"} <= s["deps"]
+        code = {d for d in s["deps"] if d.startswith("klrpn")}
+        assert code == set(TRAINING_CODE), name     # what klrpn.identity hashes, no more, no less
+
+
+def test_each_table_depends_on_its_own_cells_metrics_one_line_per_cell():
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for table in (1, 2):
+        deps = spec[f"table{table}"]["deps"]
+        metrics = [d for d in deps if d.endswith("/metrics.json")]
+        expected = [f"${{results}}/{c['id']}/metrics.json" for c in list_cells(REPO / "params")
+                    if c["table"] == table]
+        assert metrics == expected, table
+        assert "${results}" not in deps          # not the whole results/ folder
+        assert spec[f"table{table}"]["cmd"].startswith(f"klrpn report table{table} ")
+
+
+def test_outputs_a_rerun_needs_persist_and_every_output_is_cached():
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    persisted = set()
+    for name, stage in spec.items():
+        body = stage.get("do", stage)
+        for kind in ("outs", "metrics", "plots"):
+            for out in body.get(kind, []):
+                path, opts = (out, {}) if isinstance(out, str) else next(iter(out.items()))
+                assert opts.get("cache", True), (name, path)   # pushed, pulled, restored
+                if opts.get("persist"):
+                    persisted.add((name, path.rsplit("/", 1)[-1]))
+    assert persisted == {("train", "checkpoints"), ("train", "model_final.pt"),
+                         ("train", "train_log.csv")}
 
 
 def test_no_stage_writes_into_the_dvc_tracked_data_dir(dvc_stages):
@@ -71,10 +119,18 @@ def test_no_stage_writes_into_the_dvc_tracked_data_dir(dvc_stages):
         assert not any(p == "data" or p.startswith("data/") for p in s["outs"]), name
 
 
+def test_data_dvc_is_committed_without_a_hash_and_says_how_to_share():
+    text = (REPO / "data.dvc").read_text()
+    assert yaml.safe_load(text) == {"outs": [{"path": "data"}]}
+    for command in ("klrpn data download", "dvc add data", "dvc push", "dvc pull"):
+        assert command in text, command
+
+
 def test_metrics_and_plots_are_declared():
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    ev = spec["stages"]["evaluate"]
-    assert any("metrics.json" in next(iter(m)) for m in ev["metrics"])
-    tr = spec["stages"]["train"]
-    assert any("train_log.csv" in next(iter(p)) for p in tr["plots"])
-    assert spec["vars"][0] == "params/cells.yaml"
+    full = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert full["vars"][0] == "params/cells.yaml"
+    spec = full["stages"]
+    assert spec["evaluate"]["do"]["metrics"] == ["${results}/${key}/metrics.json"]
+    (plot,) = spec["train"]["do"]["plots"]
+    assert next(iter(plot)).endswith("train_log.csv")
+    assert next(iter(plot.values()))["x"] == "iteration"

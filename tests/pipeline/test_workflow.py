@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
-
 from conftest import job_counts, job_outputs, snakemake
 
-CELLS = yaml.safe_load((Path(__file__).resolve().parents[2] / "params/cells.yaml").read_text())["cells"]
+from klrpn.config import list_cells
+
+CELLS = list_cells(Path(__file__).resolve().parents[2] / "params")
 TABLE = {c["id"]: c["table"] for c in CELLS}
 
 
@@ -83,12 +83,13 @@ def test_unknown_config_key_fails_before_any_job_naming_the_key(workdir):
 def test_malformed_cell_fails_before_any_job_naming_it(workdir):
     cells = workdir / "params/cells.yaml"
     text = cells.read_text()
-    bad = text.replace("voc07-rfcn-resnet101-klrpn,", "voc07-rfcn-resnet101-klrpn, tabel: 2,")
+    bad = text.replace("voc07-rfcn-resnet101-klrpn:          {table: 2}",
+                       "voc07-rfcn-resnet101-klrpn:          {tabel: 2}")
     assert bad != text
     cells.write_text(bad)
     proc = snakemake(workdir, "-n", "--cores", "1", check=False)
     assert proc.returncode != 0
-    assert "cells[11]" in proc.stdout + proc.stderr
+    assert "cells.voc07-rfcn-resnet101-klrpn" in proc.stdout + proc.stderr
     assert "Job stats" not in proc.stdout + proc.stderr
 
 

@@ -74,9 +74,11 @@ def test_load_errors_name_the_file(tmp_path):
 
 def test_load_final_model_rebuilds_the_real_detector(tmp_path):
     from klrpn.config import load_cell
+    from klrpn.identity import combine
     from klrpn.models import build_model
 
     cfg = load_cell("coco-faster_rcnn-vgg16-klrpn", "smoke")
+    cfg["run_identity"] = combine(cfg["params_hash"], "d" * 64, "c" * 64)
     torch.manual_seed(0)
     trained = build_model(cfg, load_pretrained=False)
     ckpt.save_final(tmp_path, trained.state_dict(), cfg, 7)
@@ -87,7 +89,8 @@ def test_load_final_model_rebuilds_the_real_detector(tmp_path):
 
     assert train.already_trained(tmp_path, cfg, log=lambda *a: None)
     other = load_cell("coco-faster_rcnn-vgg16-rpn", "smoke")
-    with pytest.raises(ckpt.CheckpointError, match="params hash"):
+    other["run_identity"] = combine(other["params_hash"], "d" * 64, "c" * 64)
+    with pytest.raises(ckpt.CheckpointError, match="made with other params "):
         train.already_trained(tmp_path, other)
     ckpt.save_final(tmp_path, {"nope": torch.zeros(1)}, cfg, 7)
     with pytest.raises(ckpt.CheckpointError, match="do not fit"):

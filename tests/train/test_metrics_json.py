@@ -20,6 +20,14 @@ def documented_examples() -> list[dict]:
     return [json.loads(b) for b in blocks]
 
 
+QUALITY = {"ar_curve": {"10": 20.0, "20": 30.0, "50": 35.0, "100": 40.0, "200": 45.0, "300": 45.0,
+                        "500": 45.0, "1000": 45.0},
+           "recall_vs_iou": {k: {f"{t / 100:.2f}": 90.0 - t / 2 for t in range(50, 100, 5)}
+                             for k in ("300", "1000")},
+           "score_iou": {"rho": 0.4, "rho_overlapping": float("nan"), "num_proposals": 6000,
+                         "num_overlapping": 900}}
+
+
 def built_document(metrics=None, cfg=None) -> dict:
     from klrpn.config import load_cell
 
@@ -31,6 +39,7 @@ def built_document(metrics=None, cfg=None) -> dict:
         metrics=metrics or {"mAP": 12.5, "per_class": {"circle": 20.0, "square": 5.0,
                                                        "triangle": None}},
         proposals={"AR@100": 40.0, "AR@300": 45.0, "AR@1000": 45.0}, params=2_130_468,
+        proposal_quality=QUALITY,
         speed={"ms_per_image": 35.2, "device": "cpu: test"}, eval_wall_time_s=3.0)
 
 
@@ -64,12 +73,36 @@ def test_built_document_validates_and_is_json():
     (lambda d: d["dataset"].update(manifest_sha256="xyz"), "dataset.manifest_sha256"),
     (lambda d: d["provenance"].update(date="yesterday"), "provenance.date"),
     (lambda d: d.update(cell="coco-yolo-vgg16-rpn"), "cell"),
+    (lambda d: d.pop("proposal_quality"), "proposal_quality"),
+    (lambda d: d["proposal_quality"]["ar_curve"].pop("20"), "proposal_quality.ar_curve"),
+    (lambda d: d["proposal_quality"]["recall_vs_iou"]["300"].update({"0.97": 1.0}),
+     "proposal_quality.recall_vs_iou.300"),
+    (lambda d: d["proposal_quality"]["score_iou"].update(rho=1.5), "proposal_quality.score_iou.rho"),
+    (lambda d: d.update(schema_version=3), "schema_version"),
 ])
+
+
 def test_malformed_documents_fail(mutate, key):
     doc = copy.deepcopy(built_document())
     mutate(doc)
     with pytest.raises(ValueError, match=re.escape(key)):
         evaluate.validate_metrics(doc)
+
+
+def test_schema_versions():
+    """Version 2 requires proposal_quality; version 1 (before issue 10) must not have it; an
+    ablation variant's id is a valid cell."""
+    doc = built_document()
+    assert doc["schema_version"] == 2 and doc["proposal_quality"]["score_iou"]["rho_overlapping"] is None
+    old = copy.deepcopy(doc)
+    old["schema_version"] = 1
+    with pytest.raises(ValueError):
+        evaluate.validate_metrics(old)
+    old.pop("proposal_quality")
+    evaluate.validate_metrics(old)
+    evaluate.validate_metrics({**doc, "cell": "voc0712-faster_rcnn-vgg16-klrpn--gamma1"})
+    with pytest.raises(ValueError, match="cell"):
+        evaluate.validate_metrics({**doc, "cell": "voc0712-faster_rcnn-vgg16-klrpn--Gamma"})
 
 
 def test_train_provenance_is_weights_only_safe(tmp_path):

@@ -29,7 +29,7 @@ def workspace(tmp_path_factory):
     from klrpn.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("smoke")
-    generate(root / "data" / "synthetic", seed=0, log=lambda *a: None)
+    generate(root / "synthetic", seed=0, log=lambda *a: None)
     for iters in sorted({n for _, n in CASES}):
         params = root / f"params-{iters}"
         shutil.copytree(REPO / "params", params)
@@ -58,7 +58,7 @@ def untrained_scores(cfg: dict) -> tuple[dict, dict]:
 
 @pytest.mark.parametrize("cell, iters", CASES)
 def test_smoke_cell_learns_and_beats_untrained(workspace, cell, iters, monkeypatch):
-    monkeypatch.chdir(workspace)   # the smoke profile reads data/synthetic relative to here
+    monkeypatch.chdir(workspace)   # the smoke profile reads synthetic/ relative to here
     out, params = workspace / "results" / cell, f"params-{iters}"
     quiet = lambda *a, **k: None  # noqa: E731
     assert train.train_cell(cell, "smoke", out, params_dir=params, device="cpu", log=quiet) == 0

@@ -18,10 +18,10 @@ rule figure3:
         out=lambda wildcards, output: os.path.dirname(output.md),
         num_images=config["figure3"]["num_images"],
         device=config["figure3"]["device"],
-    threads: config["resources"]["figure3"]["threads"]
+    threads: RESOURCES["figure3"]["threads"]
     resources:
-        mem_mb=config["resources"]["figure3"]["mem_mb"],
-        runtime=config["resources"]["figure3"]["runtime"],
+        mem_mb=RESOURCES["figure3"]["mem_mb"],
+        runtime=RESOURCES["figure3"]["runtime"],
     conda:
         "../envs/klrpn.yaml"
     shell:

@@ -24,6 +24,8 @@ REPORTS = config["reports"]
 LOGS = config["logs"]
 DATA_ROOT = config["data_root"]
 SYNTHETIC = PROFILE == "smoke"  # the smoke params point every dataset at `klrpn data synth` output
+# job sizes (threads, mem_mb, runtime): toy-sized for the smoke profile (e.g. a smoke run on SLURM)
+RESOURCES = config["smoke_resources"] if PROFILE == "smoke" else config["resources"]
 
 
 def _load_cells():
@@ -116,16 +118,16 @@ def cell_gpus(cell):
 
 
 def train_threads(wildcards):
-    r = config["resources"]["train"]
+    r = RESOURCES["train"]
     return max(r["min_threads"], cell_gpus(wildcards.cell) * r["cpus_per_gpu"])
 
 
 def train_resource(key):
-    return lambda wildcards: config["resources"]["train"][key][CFG[wildcards.cell]["dataset"]["name"]]
+    return lambda wildcards: RESOURCES["train"][key][CFG[wildcards.cell]["dataset"]["name"]]
 
 
 def evaluate_resource(key):
-    return lambda wildcards: config["resources"]["evaluate"][key][
+    return lambda wildcards: RESOURCES["evaluate"][key][
         CFG[wildcards.cell]["dataset"]["name"]
     ]
 

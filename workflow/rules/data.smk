@@ -11,10 +11,10 @@ rule download:
         f"{LOGS}/download/{{entry}}.log",
     params:
         root=lambda wildcards, output: Path(output[0]).parent.parent,
-    threads: config["resources"]["download"]["threads"]
+    threads: RESOURCES["download"]["threads"]
     resources:
-        mem_mb=config["resources"]["download"]["mem_mb"],
-        runtime=config["resources"]["download"]["runtime"],
+        mem_mb=RESOURCES["download"]["mem_mb"],
+        runtime=RESOURCES["download"]["runtime"],
     wildcard_constraints:
         entry="|".join(MANIFEST),
     conda:
@@ -26,15 +26,15 @@ rule download:
 
 rule synth:
     output:
-        directory(SYNTHETIC_ROOT or f"{DATA_ROOT}/synthetic"),
+        directory(SYNTHETIC_ROOT or "synthetic"),
     log:
         f"{LOGS}/synth.log",
     params:
         seed=config["synthetic_seed"],
-    threads: config["resources"]["synth"]["threads"]
+    threads: RESOURCES["synth"]["threads"]
     resources:
-        mem_mb=config["resources"]["synth"]["mem_mb"],
-        runtime=config["resources"]["synth"]["runtime"],
+        mem_mb=RESOURCES["synth"]["mem_mb"],
+        runtime=RESOURCES["synth"]["runtime"],
     conda:
         "../envs/klrpn.yaml"
     shell:

@@ -13,7 +13,7 @@ rule evaluate:
     params:
         profile=PROFILE,
         out=lambda wildcards, output: os.path.dirname(output.metrics),
-    threads: config["resources"]["evaluate"]["threads"]
+    threads: RESOURCES["evaluate"]["threads"]
     resources:
         gpu=lambda wildcards: min(1, cell_gpus(wildcards.cell)),
         mem_mb=evaluate_resource("mem_mb"),

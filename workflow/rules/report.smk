@@ -14,10 +14,10 @@ rule report:
         profile=PROFILE,
         results=lambda wildcards, input: Path(input.metrics[0]).parent.parent,
         params_dir=lambda wildcards, input: Path(input.cells).parent,
-    threads: config["resources"]["report"]["threads"]
+    threads: RESOURCES["report"]["threads"]
     resources:
-        mem_mb=config["resources"]["report"]["mem_mb"],
-        runtime=config["resources"]["report"]["runtime"],
+        mem_mb=RESOURCES["report"]["mem_mb"],
+        runtime=RESOURCES["report"]["runtime"],
     wildcard_constraints:
         table="1|2",
     conda:
