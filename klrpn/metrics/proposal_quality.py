@@ -25,23 +25,11 @@ import io
 import numpy as np
 
 from klrpn.metrics.coco_eval import as_numpy
+from klrpn.metrics.recall import proposal_results
 
 AR_CURVE_K = (10, 20, 50, 100, 200, 300, 500, 1000)
 RECALL_IOU_K = (300, 1000)
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
-
-
-def proposal_results(coco_gt, proposals: dict) -> list[dict]:
-    """COCO result dicts of class-agnostic proposals (any valid category id: ``useCats=0``)."""
-    category = sorted(coco_gt.cats)[0]
-    results = []
-    for image_id in sorted(proposals, key=int):
-        boxes = as_numpy(proposals[image_id]["boxes"]).astype(np.float64).reshape(-1, 4)
-        scores = as_numpy(proposals[image_id]["scores"]).astype(np.float64)
-        for (x1, y1, x2, y2), score in zip(boxes.tolist(), scores.tolist()):
-            results.append({"image_id": int(image_id), "category_id": category,
-                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
-    return results
 
 
 def recall_array(coco_gt, proposals: dict, *, max_dets=AR_CURVE_K, image_ids=None) -> np.ndarray:

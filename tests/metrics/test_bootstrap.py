@@ -3,13 +3,11 @@ weights equal duplicated images, identical models give Delta = 0, a planted gap 
 
 from __future__ import annotations
 
-import contextlib
-import io
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
+from conftest import make_coco
 
 from klrpn.metrics.bootstrap import (CocoPerImage, VocPerImage, paired_bootstrap,
                                      predictions_from_results, resample_counts, verdict)
@@ -18,14 +16,6 @@ from klrpn.metrics.voc_eval import voc07_map
 
 
 NUM_IMAGES, CATEGORIES = 24, (3, 7)
-
-
-def make_coco(images, annotations, categories):
-    coco = COCO()
-    coco.dataset = {"images": images, "annotations": annotations, "categories": categories}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
 
 
 def scene(seed: int = 0):
