@@ -38,6 +38,7 @@ TRAINING_CODE = (
     "klrpn/losses.py",
     "klrpn/distributed.py",
     "klrpn/models/__init__.py",
+    "klrpn/models/anchors.py",
     "klrpn/models/backbones.py",
     "klrpn/models/detector.py",
     "klrpn/models/roi_heads.py",

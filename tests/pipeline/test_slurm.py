@@ -16,7 +16,7 @@ One run, interrupted three times on purpose:
 7. each `model_final.pt` is bitwise equal to an uninterrupted `klrpn train` of the same cell.
 
 Needs root (installs and starts SLURM); CI (.ci/run) runs as root on a fresh Debian machine.
-Schedules are shortened in a copy of params/ (200 iterations, a checkpoint every 20).
+Schedules are shortened in a copy of params/ (1000 iterations, a checkpoint every 50).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
 STATE = Path(os.environ.get("KLRPN_SLURM_STATE", "/var/tmp/klrpn-slurm"))
 CELLS = {"rpn": "voc07-rfcn-resnet101-rpn", "klrpn": "voc07-rfcn-resnet101-klrpn"}
-ITERS, CKPT_EVERY = 200, 20
+ITERS, CKPT_EVERY = 1000, 50  # long enough that Ctrl-C and requeue land mid-training on an idle machine
 SITE = {  # docs/pipeline.md, "SLURM": the profile's site values
     "KLRPN_SLURM_ACCOUNT": "klrpn-ci",
     "KLRPN_SLURM_PARTITION": "cpu",
@@ -82,7 +82,7 @@ def cluster():
 
 @pytest.fixture
 def workdir(tmp_path) -> Path:
-    """The workflow with its params and a 200-iteration schedule; the profile's train jobs also ask for a
+    """The workflow with its params and a 1000-iteration schedule; the profile's train jobs also ask for a
     GPU (`gpu: 1`, added to set-resources) so that one rule takes the GPU path on the fake GRES,
     while the smoke params still train on the CPU."""
     wd = _copy_workflow(tmp_path)
