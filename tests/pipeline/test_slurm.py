@@ -107,8 +107,15 @@ def workdir(tmp_path) -> Path:
 def start_snakemake(wd: Path, env: dict, name: str) -> tuple[subprocess.Popen, Path]:
     log = wd / f"{name}.out"
     proc = subprocess.Popen([SNAKEMAKE, *SNAKEMAKE_ARGS], cwd=wd, env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=default_sigint)
     return proc, log
+
+
+def default_sigint() -> None:
+    """SIGINT as at a terminal: a test run started as a background job (``cmd &``) inherits it
+    ignored, and Python then never installs its Ctrl-C handler, so the Ctrl-C step would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(what: str, predicate, timeout: float, *, proc: subprocess.Popen | None = None, log: Path | None = None):
