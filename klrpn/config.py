@@ -7,7 +7,10 @@ A cell's configuration is the merge, in order, of
 3. ``cells/<cell_id>.yaml`` itself;
 4. the profile ``profiles/<profile>.yaml`` (none for ``paper``): its ``all:`` section, then
    ``by_format.<dataset.format>``, ``by_backbone.<model.backbone>``,
-   ``by_detector.<model.detector>`` and ``by_proposal.<model.proposal>``.
+   ``by_detector.<model.detector>`` and ``by_proposal.<model.proposal>``, then the entries of
+   ``by_combination`` (a list of ``{when: {<section>: <value>, ...}, set: {...}}``, e.g.
+   ``when: {backbone: resnet101, proposal: rpn}``) whose every ``when`` value matches the cell,
+   in list order: the one way to override a pair (or more) of these values together.
 
 Every file is validated on its own against ``klrpn/schemas/params.schema.yaml`` (so an error
 names the file that holds the bad key), then the merged result is validated whole.
@@ -36,6 +39,7 @@ PROFILE_SECTIONS = (
     ("by_detector", ("model", "detector")),
     ("by_proposal", ("model", "proposal")),
 )
+COMBINATION_SECTION = "by_combination"
 _SCHEMA_PATH = Path(__file__).with_name("schemas") / "params.schema.yaml"
 
 
@@ -191,7 +195,7 @@ def _apply_profile(cfg: dict, origin: dict, sources: list, path: Path, schema: d
     data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: a profile must be a mapping with 'all' and 'by_*' sections")
-    allowed = {"all"} | {name for name, _ in PROFILE_SECTIONS}
+    allowed = {"all", COMBINATION_SECTION} | {name for name, _ in PROFILE_SECTIONS}
     for key in data:
         if key not in allowed:
             raise ParamsError(f"{path}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
@@ -201,10 +205,49 @@ def _apply_profile(cfg: dict, origin: dict, sources: list, path: Path, schema: d
         if not isinstance(table, dict):
             raise ParamsError(f"{path}: key {name!r} must map values of {group}.{field} to overrides")
         sections.append((f"{name}.{cfg[group][field]}", table.get(cfg[group][field]) or {}))
+    for i, (when, section) in enumerate(_combinations(data.get(COMBINATION_SECTION), path, schema)):
+        if all(cfg[group][field] == when[name[len("by_"):]]
+               for name, (group, field) in PROFILE_SECTIONS if name[len("by_"):] in when):
+            sections.append((f"{COMBINATION_SECTION}[{i}]", section))
     for label, section in sections:
         _validate(section, _without_required(schema), lambda key, label=label: f"{path} [{label}]")
         _merge(cfg, copy.deepcopy(section), origin, path)
     sources.append(path)
+
+
+def _combinations(entries: Any, path: Path, schema: dict) -> list[tuple[dict, dict]]:
+    """The ``by_combination`` entries of a profile as ``(when, set)`` pairs, checked: ``when``
+    names at least one of format / backbone / detector / proposal, each with a value the schema
+    allows there (a typo would otherwise never match, silently)."""
+    if entries is None:
+        return []
+    fields = {name[len("by_"):]: (group, field) for name, (group, field) in PROFILE_SECTIONS}
+    if not isinstance(entries, list):
+        raise ParamsError(f"{path}: key {COMBINATION_SECTION!r} must be a list of "
+                          "{when: {...}, set: {...}} entries")
+    pairs = []
+    for i, entry in enumerate(entries):
+        where = f"{path} [{COMBINATION_SECTION}[{i}]]"
+        if not isinstance(entry, dict) or set(entry) != {"when", "set"}:
+            raise ParamsError(f"{where}: an entry must be a mapping with exactly the keys "
+                              f"'when' and 'set', got {entry!r}")
+        when, overrides = entry["when"], entry["set"]
+        if not isinstance(when, dict) or not when:
+            raise ParamsError(f"{where}: key 'when' must be a non-empty mapping of "
+                              f"{', '.join(fields)} to values, got {when!r}")
+        for key, value in when.items():
+            if key not in fields:
+                raise ParamsError(f"{where}: unknown key 'when.{key}' (allowed: {', '.join(fields)})")
+            group, field = fields[key]
+            choices = schema["properties"][group]["properties"][field]["enum"]
+            if value not in choices:
+                raise ParamsError(f"{where}: key 'when.{key}': {value!r} is not one of {choices}")
+        if not isinstance(overrides, dict) or not overrides:
+            raise ParamsError(f"{where}: key 'set' must be a non-empty mapping of overrides")
+        # every entry, matching this cell or not: a bad key fails for every cell
+        _validate(overrides, _without_required(schema), lambda key, where=where: where)
+        pairs.append((when, overrides))
+    return pairs
 
 
 def _check_consistency(cfg: dict, cell_id: str, origin: dict) -> None:

@@ -95,6 +95,59 @@ def test_negative_value_in_profile_names_section(params):
     assert "by_proposal.rpn" in str(e.value) and "'train.lr'" in str(e.value)
 
 
+def _add_combinations(params, entries) -> Path:
+    import yaml
+
+    path = params / "profiles" / "smoke.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["by_combination"] = entries
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+HIT = {"coco-faster_rcnn-resnet101-rpn": 0.123, "voc0712-faster_rcnn-resnet101-rpn": 0.123,
+       "coco-rfcn-resnet101-rpn": 0.123, "voc07-rfcn-resnet101-rpn": 0.456}
+
+
+def test_by_combination_overrides_only_cells_matching_every_key(params):
+    # the entries apply after every by_* section (by_proposal.rpn sets an lr too), in list
+    # order (voc07-rfcn-resnet101-rpn matches both: the second wins)
+    before = {c["id"]: load_cell(c["id"], "smoke", params)["train"] for c in list_cells(params)}
+    before_hash = {c["id"]: load_cell(c["id"], "smoke", params)["params_hash"] for c in list_cells(params)}
+    _add_combinations(params, [
+        {"when": {"backbone": "resnet101", "proposal": "rpn"}, "set": {"train": {"lr": 0.123}}},
+        {"when": {"detector": "rfcn", "proposal": "rpn", "format": "voc"},
+         "set": {"train": {"lr": 0.456, "schedule": {"length": 650}}}},
+    ])
+    for cell, old in before.items():
+        cfg = load_cell(cell, "smoke", params)
+        expected = HIT.get(cell)
+        assert cfg["train"]["lr"] == (expected or old["lr"]), cell
+        length = 650 if cell == "voc07-rfcn-resnet101-rpn" else old["schedule"]["length"]
+        assert cfg["train"]["schedule"]["length"] == length, cell
+        assert (cfg["params_hash"] != before_hash[cell]) == (cell in HIT), cell
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"when": {}, "set": {}}, "'by_combination' must be a list"),
+    ([{"when": {"backbone": "resnet101"}}], r"by_combination\[0\]\]: an entry must be a mapping"),
+    ([{"when": {}, "set": {"train": {"lr": 0.1}}}], "'when' must be a non-empty mapping"),
+    ([{"when": {"backbone": "resnet50"}, "set": {"train": {"lr": 0.1}}}],
+     r"'when.backbone': 'resnet50' is not one of \['vgg16', 'resnet101'\]"),
+    ([{"when": {"optimizer": "sgd"}, "set": {"train": {"lr": 0.1}}}], "unknown key 'when.optimizer'"),
+    ([{"when": {"proposal": "rpn"}, "set": {}}], "'set' must be a non-empty mapping"),
+    # a bad override fails even for a cell the entry does not match (this one is VGG-16)
+    ([{"when": {"backbone": "resnet101"}, "set": {"train": {"lr": -1}}}],
+     r"by_combination\[0\]\]: key 'train.lr'"),
+    ([{"when": {"backbone": "resnet101"}, "set": {"train": {"lrr": 1}}}], "unknown key 'train.lrr'"),
+])
+def test_by_combination_errors_name_the_entry(params, entries, message):
+    path = _add_combinations(params, entries)
+    with pytest.raises(ParamsError, match=message) as e:
+        load_cell("coco-faster_rcnn-vgg16-rpn", "smoke", params)
+    assert str(path) in str(e.value)
+
+
 def test_unknown_cell_and_missing_file(params):
     with pytest.raises(ParamsError, match="unknown cell 'coco-ssd-vgg16-rpn'"):
         load_cell("coco-ssd-vgg16-rpn", "paper", params)
