@@ -9,9 +9,12 @@ configfile: "workflow/config/config.yaml"
 
 
 # `--config seeds=[0,1,2]` and a profile's `config:` reach here as strings (Snakemake reads them
-# with YAML's BaseLoader): digits in the seed lists and counts become integers before validation.
+# with YAML's BaseLoader): digits in the seed lists and counts become integers, `null` None,
+# before validation.
 _digits_to_int = lambda v: (
-    [_digits_to_int(x) for x in v] if isinstance(v, list) else int(v) if str(v).isdigit() else v
+    [_digits_to_int(x) for x in v]
+    if isinstance(v, list)
+    else int(v) if str(v).isdigit() else None if v in ("null", "~") else v
 )
 config["seeds"] = _digits_to_int(config.get("seeds"))
 for _key in ("seeds", "resamples", "bootstrap_seed"):
