@@ -110,8 +110,8 @@ def test_outputs_a_rerun_needs_persist_and_every_output_is_cached():
                 assert opts.get("cache", True), (name, path)   # pushed, pulled, restored
                 if opts.get("persist"):
                     persisted.add((name, path.rsplit("/", 1)[-1]))
-    assert persisted == {("train", "checkpoints"), ("train", "model_final.pt"),
-                         ("train", "train_log.csv")}
+    assert persisted == {(stage, name) for stage in ("train", "train-seed")
+                         for name in ("checkpoints", "model_final.pt", "train_log.csv")}
 
 
 def test_no_stage_writes_into_the_dvc_tracked_data_dir(dvc_stages):
