@@ -12,7 +12,7 @@ stage sees trained proposals), else the untrained model; images are the cell's t
 (``klrpn data synth`` output for the smoke profile).
 
     .venv/bin/python benchmarks/bench_eval.py [--profile smoke] [--cells C ...] [--images 60]
-        [--device cpu|cuda] [--results results]
+        [--device cpu|cuda] [--results results] [--synthetic]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from common import tame_untrained_resnet
+from common import tame_untrained_resnet, use_synthetic_data
 from klrpn import checkpoint as ckpt
 from klrpn.config import list_cells, load_cell
 from klrpn.data import build_dataset
@@ -32,11 +32,13 @@ from klrpn.metrics.model_stats import device_name
 from klrpn.models import build_model
 
 
-def load(cell: str, profile: str, results: Path, device: torch.device):
+def load(cell: str, profile: str, results: Path, device: torch.device, synthetic: bool = False):
     if (results / cell / ckpt.FINAL_NAME).is_file():
         model, cfg = ckpt.load_final_model(results / cell, device)
         return model, cfg, "trained"
     cfg = load_cell(cell, profile)
+    if synthetic:
+        use_synthetic_data(cfg)
     torch.manual_seed(0)
     model = tame_untrained_resnet(build_model(cfg, load_pretrained=False)).to(device).eval()
     return model, cfg, "untrained"
@@ -58,7 +60,7 @@ def same(a: list[dict], b: list[dict]) -> bool:
 
 @torch.no_grad()
 def bench_cell(cell: str, args, device: torch.device) -> dict:
-    model, cfg, weights = load(cell, args.profile, Path(args.results), device)
+    model, cfg, weights = load(cell, args.profile, Path(args.results), device, args.synthetic)
     dataset = build_dataset(cfg, "test", train=False)
     n = min(args.images, len(dataset))
     before = after = 0.0
@@ -83,6 +85,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--results", default="results")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="untrained (paper) cells on the `klrpn data synth` test split")
     args = parser.parse_args()
     device = torch.device(args.device)
     cells = args.cells or [c["id"] for c in list_cells()]
