@@ -21,8 +21,8 @@ from pathlib import Path
 
 from klrpn.config import list_cells, load_cell
 from klrpn.data.download import read_manifest
+from klrpn.identity import DOWNLOAD_MARKERS
 
-DOWNLOAD_MARKERS = ".klrpn-downloads"
 SYNTHETIC_PROFILES = ("smoke",)  # profiles whose params point every dataset at `klrpn data synth`
 
 
@@ -82,7 +82,8 @@ def _missing_message(profile: str, missing: dict[Path, list[str]]) -> str:
     cells = sorted({c for cs in missing.values() for c in cs})
     lines = [f"the {profile} profile reads downloaded data that is not there "
              f"({len(missing)} of its download markers missing, {len(cells)} cells affected):"]
-    lines += [f"  {m}  ({len(cs)} cells, e.g. {cs[0]})" for m, cs in sorted(missing.items())]
+    lines += [f"  {m}  ({len(cs)} cell{'s' * (len(cs) > 1)}, e.g. {cs[0]})"
+              for m, cs in sorted(missing.items())]
     lines.append("Download it (checksummed, resumable; what is already there is skipped):")
     lines += [f"  klrpn data download {' '.join(sorted(g))} --root {root}"
               for root, g in sorted(by_root.items())]
