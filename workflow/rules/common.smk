@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from klrpn.config import ParamsError, list_cells, list_variants, load_cell, run_dir
+from klrpn.data.check import SYNTHETIC_PROFILES, download_entries
 from klrpn.data.download import read_manifest
 from klrpn.report import ReportError, selected_pairs
 
@@ -24,7 +25,7 @@ RESULTS = config["results"]
 REPORTS = config["reports"]
 LOGS = config["logs"]
 DATA_ROOT = config["data_root"]
-SYNTHETIC = PROFILE == "smoke"  # the smoke params point every dataset at `klrpn data synth` output
+SYNTHETIC = PROFILE in SYNTHETIC_PROFILES  # the smoke params point every dataset at `klrpn data synth` output
 # job sizes (threads, mem_mb, runtime): toy-sized for the smoke profile (e.g. a smoke run on SLURM)
 RESOURCES = config["smoke_resources"] if PROFILE == "smoke" else config["resources"]
 
@@ -159,12 +160,10 @@ def data_inputs(cell):
         raise WorkflowError(
             f"cell {cell}: dataset.root {root} lies outside config data_root {DATA_ROOT}"
         )
-    names = [n for n, e in MANIFEST.items() if e.group == cfg["dataset"]["format"]]
-    if cfg["model"]["pretrained"]:
-        backbone = cfg["model"]["backbone"]
-        if backbone not in MANIFEST:
-            raise WorkflowError(f"cell {cell}: no ImageNet weights {backbone!r} in the download manifest")
-        names.append(backbone)
+    try:
+        names = download_entries(cfg)  # the same entries `klrpn data check` (DVC) requires
+    except ValueError as e:
+        raise WorkflowError(f"cell {cell}: {e}")
     return [DOWNLOAD_MARKER.format(entry=n) for n in names]
 
 
