@@ -113,7 +113,8 @@ def test_outputs_a_rerun_needs_persist_and_every_output_is_cached():
                     persisted.add((name, path.rsplit("/", 1)[-1]))
     assert persisted == {(stage, name) for stage in ("train", "train-seed")
                          for name in ("checkpoints", "model_final.pt", "train_log.csv")} | {
-        ("data-check", "data-check.json")}
+        (stage, name) for stage in ("evaluate", "evaluate-seed")
+        for name in ("detections.json", "metrics.json")} | {("data-check", "data-check.json")}
 
 
 def test_no_stage_writes_into_the_dvc_tracked_data_dir(dvc_stages):
@@ -145,7 +146,7 @@ def test_metrics_and_plots_are_declared():
     full = yaml.safe_load((REPO / "dvc.yaml").read_text())
     assert full["vars"][0] == "params/cells.yaml"
     spec = full["stages"]
-    assert spec["evaluate"]["do"]["metrics"] == ["${results}/${key}/metrics.json"]
+    assert spec["evaluate"]["do"]["metrics"] == [{"${results}/${key}/metrics.json": {"persist": True}}]
     (plot,) = spec["train"]["do"]["plots"]
     assert next(iter(plot)).endswith("train_log.csv")
     assert next(iter(plot.values()))["x"] == "iteration"
