@@ -8,6 +8,20 @@ min_version("9.0")
 configfile: "workflow/config/config.yaml"
 
 
+# `--config seeds=[0,1,2]` and a profile's `config:` reach here as strings (Snakemake reads them
+# with YAML's BaseLoader): digits in the seed lists and counts become integers, `null` None,
+# before validation.
+_digits_to_int = lambda v: (
+    [_digits_to_int(x) for x in v]
+    if isinstance(v, list)
+    else int(v) if str(v).isdigit() else None if v in ("null", "~") else v
+)
+config["seeds"] = _digits_to_int(config.get("seeds"))
+for _key in ("seeds", "resamples", "bootstrap_seed"):
+    if _key in config.get("seed_reports", {}):
+        config["seed_reports"][_key] = _digits_to_int(config["seed_reports"][_key])
+
+
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -33,8 +47,12 @@ onstart:
         raise WorkflowError(f"SLURM: {e}")
 
 
+# Tables 1-2 and Figure 3 (seed 0's runs), and every cell of the tables with each seed of config
+# `seeds` (default [0]: nothing more). The seed reports (reports/significance.md, proposals.md,
+# ablations.md) are named targets (docs/significance.md).
 rule all:
     input:
         TABLES,
         FIGURE3,
+        seed_runs(CELLS, SEEDS),
     default_target: True

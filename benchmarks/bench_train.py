@@ -1,22 +1,34 @@
 """Training throughput of one cell: images/s, step time, peak memory, GPU utilisation.
 
-Times exactly the training loop's step (``klrpn.train.forward_losses`` + ``apply_update``) on a
-cell's real model and optimiser, with overrides for image size, batch, width and AMP. Data:
-``random`` (in-memory images of the chosen size with 1-8 random boxes: no disk, no decoding)
-or ``dataset`` (the cell's training set through ``build_train_loader``, e.g. the synthetic
-data of the smoke profile). ImageNet weights are never loaded (speed does not depend on them);
+Times exactly the training loop's step (``klrpn.train.forward_losses`` + ``apply_update``, the
+losses read one step late through ``PendingLosses`` as the loop does) on a cell's real model and
+optimiser, with overrides for image size, batch, width and AMP. Data: ``random`` (in-memory
+images of the chosen size with 1-8 random boxes: no disk, no decoding) or ``dataset`` (the
+cell's training set through ``build_train_loader``; ``--synthetic`` points a paper cell at the
+``klrpn data synth`` output). ImageNet weights are never loaded (speed does not depend on them);
 untrained ResNets get ``common.tame_untrained_resnet`` so that their activations stay finite.
 
+``--compare`` runs the cell in several configurations, each in a fresh process (so none
+inherits another's cuDNN autotuning or allocator cache), and prints the ratios after / before:
+- ``before``: the training loop before issue 11: batches padded to a multiple of 32
+  (torchvision's default), no cuDNN autotuning (the loop never enabled it), losses read on the
+  host right after the forward pass (one device synchronisation per step), NCHW;
+- ``before-bench``: the same with cuDNN autotuning on, the configuration in which issue 11's
+  starting figures were measured (``--cudnn-benchmark`` of this script then);
+- ``after``: the cell's own settings (``input.pad_multiple``, ``train.cudnn_benchmark``,
+  ``train.channels_last``) and the loop's late loss read;
+- ``after+cl``: ``after`` in channels-last layout.
+``--variants`` picks which (default: ``before,before-bench,after``).
+``--max-seconds`` ends the timed steps early (the whole-run average is over the steps done).
+
 Examples:
-    # the issue's GPU goal: VGG-16 Faster R-CNN, 600 px, batch 4, bf16 vs fp32, one H100
-    python benchmarks/bench_train.py coco-faster_rcnn-vgg16-rpn --min-size 600 --batch-size 4 \
-        --iters 50 --amp bf16 --device cuda
-    python benchmarks/bench_train.py coco-faster_rcnn-vgg16-rpn --min-size 600 --batch-size 4 \
-        --iters 50 --amp off --device cuda
+    # issue 11's GPU goals: before/after on one H100, 600 px, bf16, synthetic data
+    python benchmarks/bench_train.py coco-faster_rcnn-resnet101-klrpn --data dataset --synthetic \
+        --amp bf16 --device cuda --warmup 3 --iters 400 --max-seconds 20 --compare
     # CPU sanity run of the smoke profile
     python benchmarks/bench_train.py coco-faster_rcnn-vgg16-klrpn --profile smoke --iters 5 --warmup 2
 
-Prints one JSON line of results (and appends it to ``--json FILE`` if given).
+Prints one JSON line per run (and appends it to ``--json FILE`` if given).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -34,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from klrpn import train  # noqa: E402
-from common import tame_untrained_resnet  # noqa: E402
+from common import tame_untrained_resnet, use_synthetic_data  # noqa: E402
 from klrpn.config import load_cell  # noqa: E402
 
 
@@ -58,8 +71,20 @@ def parse_args(argv=None):
                         "the synthetic data (with --num-classes 3)")
     p.add_argument("--num-classes", type=int, default=None, help="override dataset.num_classes")
     p.add_argument("--image-size", default="480x640", help="HxW of random images (before resizing)")
-    p.add_argument("--cudnn-benchmark", action="store_true")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--synthetic", action="store_true",
+                   help="train on the synthetic data of `klrpn data synth` (3 classes)")
+    p.add_argument("--pad-multiple", type=int, default=None, help="override input.pad_multiple")
+    p.add_argument("--cudnn-benchmark", choices=["on", "off"], default=None,
+                   help="override train.cudnn_benchmark")
+    p.add_argument("--channels-last", choices=["on", "off"], default=None,
+                   help="override train.channels_last")
+    p.add_argument("--eager-loss-read", action="store_true",
+                   help="read the losses right after the forward pass (the loop before issue 11)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop timing after this long")
+    p.add_argument("--compare", action="store_true", help="before vs after, one process each")
+    p.add_argument("--variants", default="before,before-bench,after",
+                   help="with --compare: which of before, before-bench, after, after+cl")
+    p.add_argument("--label", default=None, help="a name for this run in the JSON line")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="append the result line to this file")
@@ -76,6 +101,14 @@ def configure(args) -> dict:
         cfg["input"]["max_size"] = args.max_size
     if args.width is not None:
         cfg["model"]["width"] = args.width
+    if args.synthetic:
+        use_synthetic_data(cfg, args.params)
+    if args.pad_multiple is not None:
+        cfg["input"]["pad_multiple"] = args.pad_multiple
+    if args.cudnn_benchmark is not None:
+        cfg["train"]["cudnn_benchmark"] = args.cudnn_benchmark == "on"
+    if args.channels_last is not None:
+        cfg["train"]["channels_last"] = args.channels_last == "on"
     if args.data_root is not None:
         cfg["dataset"]["root"] = args.data_root
     if args.num_classes is not None:
@@ -137,25 +170,76 @@ class GpuSampler:
         return round(statistics.fmean(self.samples), 1) if self.samples else None
 
 
+VARIANTS = {
+    "before": ["--pad-multiple", "32", "--cudnn-benchmark", "off", "--channels-last", "off",
+               "--eager-loss-read"],
+    "before-bench": ["--pad-multiple", "32", "--cudnn-benchmark", "on", "--channels-last", "off",
+                     "--eager-loss-read"],
+    "after": [],
+    "after+cl": ["--channels-last", "on"],
+}
+BEFORE = ("before", "before-bench")
+
+
+def compare(argv: list[str], args) -> int:
+    """Each variant in a fresh process; the JSON lines, then one line of ratios."""
+    base, skip = [], False
+    for a in argv:  # this run's arguments less --compare and --variants X
+        if skip or a == "--compare" or a.startswith("--variants"):
+            skip = a == "--variants"
+            continue
+        base.append(a)
+    names = args.variants.split(",")
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown or not set(names) & set(BEFORE) or not set(names) - set(BEFORE):
+        raise SystemExit(f"bench_train: --variants {args.variants!r}: pick at least one of "
+                         f"{', '.join(BEFORE)} and one of after, after+cl")
+    rows = {}
+    for name in names:
+        cmd = [sys.executable, __file__, *base, *VARIANTS[name], "--label", name]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        if done.returncode or not lines:
+            print(done.stdout + done.stderr, file=sys.stderr)
+            raise SystemExit(f"bench_train: the {name!r} run failed (exit {done.returncode})")
+        rows[name] = json.loads(lines[-1])
+        print(lines[-1], flush=True)
+    ratio = {"cell": args.cell, "compare": "images/s after / before; median step after / before"}
+    for name in [n for n in names if n not in BEFORE]:
+        for before in [n for n in names if n in BEFORE]:
+            ratio[f"{name}/{before}"] = [
+                round(rows[name]["images_per_s"] / rows[before]["images_per_s"], 2),
+                round(rows[name]["step_ms_median"] / rows[before]["step_ms_median"], 2)]
+    print(json.dumps(ratio))
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps(ratio) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     from klrpn.metrics.model_stats import device_name
     from klrpn.models import build_model
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.compare:
+        return compare(argv, args)
     cfg = configure(args)
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None:  # set_device and NVML need an index
         device = torch.device("cuda", torch.cuda.current_device())
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    t = cfg["train"]
+    torch.backends.cudnn.benchmark = bool(t["cudnn_benchmark"]) and device.type == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    t = cfg["train"]
     batch = args.batch_size or t["batch_size"] // max(1, t["gpus"])
     train.seed_everything(args.seed)
     model = tame_untrained_resnet(build_model(cfg, load_pretrained=False)).to(device)
-    if args.channels_last:
+    channels_last = bool(t["channels_last"]) and device.type == "cuda"
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     optimizer = train.build_optimizer(model, t)
@@ -166,39 +250,62 @@ def main(argv=None) -> int:
     params = [p for p in model.parameters() if p.requires_grad]
     batches = (random_batches(cfg, batch, args.image_size, args.seed) if args.data == "random"
                else dataset_batches(cfg, batch, args.seed))
+    losses, pending = [], None
 
     def step():
+        nonlocal pending
         images, targets = train.to_device(*next(batches), device)
         total, names, values = train.forward_losses(model, images, targets, amp)
+        if args.eager_loss_read:
+            losses.append(values.tolist()[-1])  # waits for the forward pass
         train.apply_update(total, optimizer, scaler, params, t["grad_clip_norm"])
-        return values[-1]
+        if not args.eager_loss_read:
+            if pending is not None:
+                losses.append(pending.read()[-1])
+            pending = train.PendingLosses(values)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     for _ in range(args.warmup):
         step()
+    if pending is not None:
+        pending.read()
+        pending = None
+    sync()
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    times, losses = [], []
+    losses.clear()
+    times = []
     with GpuSampler(device) as util:
         start = time.perf_counter()
         for _ in range(args.iters):
             t0 = time.perf_counter()
-            losses.append(step())          # .tolist() inside syncs the device
-            times.append(time.perf_counter() - t0)
+            step()
+            times.append(time.perf_counter() - t0)   # start to start: the loop's step rate
+            if args.max_seconds and time.perf_counter() - start > args.max_seconds:
+                break
+        sync()
         elapsed = time.perf_counter() - start
+    if pending is not None:
+        losses.append(pending.read()[-1])
     result = {
-        "cell": args.cell, "profile": args.profile, "device": device_name(device),
-        "amp": args.amp, "batch": batch, "min_size": cfg["input"]["min_size"],
-        "max_size": cfg["input"]["max_size"], "width": cfg["model"]["width"], "data": args.data,
+        "label": args.label, "cell": args.cell, "profile": args.profile,
+        "device": device_name(device), "amp": args.amp, "batch": batch,
+        "min_size": cfg["input"]["min_size"], "max_size": cfg["input"]["max_size"],
+        "pad_multiple": cfg["input"]["pad_multiple"], "width": cfg["model"]["width"],
+        "data": args.data, "synthetic": args.synthetic,
         "image_size": args.image_size if args.data == "random" else "dataset",
-        "iters": args.iters, "warmup": args.warmup,
-        "images_per_s": round(batch * args.iters / elapsed, 2),
+        "iters": len(times), "warmup": args.warmup,
+        "images_per_s": round(batch * len(times) / elapsed, 2),
         "step_ms_median": round(1000 * statistics.median(times), 1),
         "peak_mem_GiB": (round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
                          if device.type == "cuda" else None),
         "gpu_util_pct": util.mean(),
         "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
-        "threads": torch.get_num_threads(), "cudnn_benchmark": args.cudnn_benchmark, "channels_last": args.channels_last,
+        "threads": torch.get_num_threads(), "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "channels_last": channels_last, "eager_loss_read": args.eager_loss_read,
         "torch": str(torch.__version__),
     }
     line = json.dumps(result)

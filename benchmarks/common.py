@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+import yaml
 from torchvision.models.resnet import Bottleneck
+
+PARAMS = Path(__file__).resolve().parents[1] / "params"
 
 # Residual-branch scale for untrained ResNets (see tame_untrained_resnet).
 UNTRAINED_RESIDUAL_SCALE = 0.2
@@ -21,3 +26,12 @@ def tame_untrained_resnet(model: torch.nn.Module) -> torch.nn.Module:
         if isinstance(module, Bottleneck):
             module.bn3.weight.fill_(UNTRAINED_RESIDUAL_SCALE)
     return model
+
+
+def use_synthetic_data(cfg: dict, params_dir: Path | str | None = None) -> dict:
+    """Point a (paper) cell at the synthetic dataset of ``klrpn data synth``: the smoke
+    profile's ``by_format.<format>.dataset`` section (root, classes, number of classes)."""
+    profile = Path(params_dir or PARAMS) / "profiles" / "smoke.yaml"
+    section = yaml.safe_load(profile.read_text())["by_format"][cfg["dataset"]["format"]]["dataset"]
+    cfg["dataset"].update(section)
+    return cfg

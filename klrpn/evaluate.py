@@ -14,6 +14,7 @@ import json
 import math
 import os
 import subprocess
+import statistics
 import time
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -114,24 +115,30 @@ def manifest_sha256(cfg: dict) -> str:
 
 @torch.no_grad()
 def predict(model, dataset, device: torch.device, *, num_workers: int = 0,
-            progress: bool = True) -> tuple[dict, dict]:
-    """``(detections, proposals)``, each ``{image_id: {...}}`` on the CPU: detections
-    ``{"boxes","labels","scores"}``, proposals ``{"boxes","scores"}``, both from one forward
-    pass per image (``model.detect``)."""
+            progress: bool = True) -> tuple[dict, dict, list[float]]:
+    """``(detections, proposals, ms)``: detections and proposals, each ``{image_id: {...}}`` on
+    the CPU (detections ``{"boxes","labels","scores"}``, proposals ``{"boxes","scores"}``), both
+    from one forward pass per image (``model.detect``); ``ms`` the wall time of each image's pass
+    in dataset order (device synchronised before and after; data loading excluded)."""
     from tqdm import tqdm
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=num_workers,
                                          collate_fn=lambda batch: batch[0])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
     model.eval()
-    detections, proposals = {}, {}
+    detections, proposals, ms = {}, {}, []
     for image, target in tqdm(loader, total=len(dataset), desc="evaluate", disable=not progress,
                               mininterval=5.0):
         image = image.to(device)
+        sync(device)
+        start = time.perf_counter()
         (det,), (prop,) = model.detect([image])
+        sync(device)
+        ms.append((time.perf_counter() - start) * 1000.0)
         image_id = int(target["image_id"])
         detections[image_id] = {k: det[k].detach().cpu() for k in ("boxes", "labels", "scores")}
         proposals[image_id] = {k: prop[k].detach().cpu() for k in ("boxes", "scores")}
-    return detections, proposals
+    return detections, proposals, ms
 
 
 def coco_results(dataset, detections: dict) -> list[dict]:
@@ -143,15 +150,18 @@ def coco_results(dataset, detections: dict) -> list[dict]:
     return to_coco_results(detections, list(range(1, dataset.num_classes + 1)))
 
 
-def latency(model, dataset, cfg: dict, device: torch.device) -> dict:
-    """Median ms/image over the first ``eval.latency_images`` test images."""
-    from klrpn.metrics.model_stats import inference_latency
+def latency(ms: list[float], cfg: dict, device: torch.device) -> dict:
+    """The speed column from the evaluation pass's own timings (no extra passes): median
+    ms/image over the ``eval.latency_images`` test images after the first
+    ``eval.latency_warmup`` (fewer when the test split is smaller; never the warm-up images
+    unless there is nothing else)."""
+    from klrpn.metrics.model_stats import device_name
 
-    n = min(cfg["eval"]["latency_images"], len(dataset))
-    images = [dataset[i][0] for i in range(n)]
-    timed = inference_latency(model, images, warmup=cfg["eval"]["latency_warmup"], iters=1,
-                              device=device)
-    return {"ms_per_image": float(timed["ms_per_image"]), "device": timed["device"]}
+    if not ms:
+        raise ValueError("latency: the evaluation pass timed no image (empty test split?)")
+    warmup = min(cfg["eval"]["latency_warmup"], len(ms) - 1)
+    timed = ms[warmup:warmup + cfg["eval"]["latency_images"]]
+    return {"ms_per_image": float(statistics.median(timed)), "device": device_name(device)}
 
 
 # --- metrics.json -------------------------------------------------------------------------------
@@ -271,7 +281,7 @@ def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | No
     from klrpn.config import load_cell, run_dir
     from klrpn.data import build_dataset
     from klrpn.metrics.model_stats import count_parameters
-    from klrpn.metrics.proposal_quality import coco_gt_of, proposal_quality
+    from klrpn.metrics.proposal_quality import coco_gt_of, headline_recall, proposal_quality
     from klrpn.models import build_model
 
     start = time.perf_counter()
@@ -291,18 +301,19 @@ def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | No
         model.to(dev).eval()
         dataset = build_dataset(cfg, "test", train=False)
         log(f"{cell_id}: evaluating {len(dataset)} {cfg['dataset']['test']} images on {dev}")
-        detections, proposals = predict(model, dataset, dev, num_workers=cfg["train"]["num_workers"],
-                                        progress=progress)
+        detections, proposals, ms = predict(model, dataset, dev,
+                                            num_workers=cfg["train"]["num_workers"],
+                                            progress=progress)
         metrics = dataset.evaluate(detections)
-        recall = dataset.proposal_recall(proposals)
         quality = proposal_quality(coco_gt_of(dataset), proposals)
+        recall = headline_recall(quality)  # AR@100/300/1000, from the same COCOeval run
         results = coco_results(dataset, detections)
         write_json(out_dir / "detections.json", results)
         if cfg["dataset"]["format"] == "coco":
             from klrpn.metrics.coco_eval import results_filename
             name = results_filename(cell_id.replace("_", "-"), cfg["dataset"]["test"])
             write_json(out_dir / name, results)
-        speed = latency(model, dataset, cfg, dev)
+        speed = latency(ms, cfg, dev)
         params = count_parameters(model)
     finally:
         if claim is not None:

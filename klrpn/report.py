@@ -431,6 +431,20 @@ def table_pairs(table: int) -> list[dict]:
     return pairs
 
 
+def selected_pairs(pairs: list[str] | None = None, tables=(1, 2)) -> list[dict]:
+    """The RPN / KL-RPN pairs of ``tables`` in row order; ``pairs`` (RPN cell ids, or None for
+    all) keeps only those, and one that is not the RPN cell of a pair is an error naming it."""
+    every = [p for t in tables for p in table_pairs(t)]
+    if pairs is None:
+        return every
+    known = {p["rpn"] for p in every}
+    unknown = [c for c in pairs if c not in known]
+    if unknown:
+        raise ReportError(f"pairs: {', '.join(unknown)} is not the RPN cell of a pair of Tables "
+                          f"1-2 (known: {', '.join(sorted(known))})")
+    return [p for p in every if p["rpn"] in set(pairs)]
+
+
 def collect_runs(results_dir, cells: list[str], seeds: list[int],
                  profile: str | None = None) -> tuple[dict, str | None]:
     """``({(cell, seed): metrics or None}, profile)`` from ``run_dir(results, cell, seed)``;
@@ -489,7 +503,7 @@ def _jinja(name: str) -> jinja2.Template:
 
 def significance_rows(results_dir, seeds: list[int], *, params_dir=None, profile: str | None = None,
                       resamples: int = 1000, bootstrap_seed: int = 0, workers: int = 1,
-                      tables=(1, 2)) -> tuple[list[dict], str | None]:
+                      tables=(1, 2), pairs: list[str] | None = None) -> tuple[list[dict], str | None]:
     """One row per RPN / KL-RPN pair: paper Δ, our Δ per seed (metrics.json), the paired
     bootstrap over the seeds where both cells have detections.json. Each detections.json is
     re-scored once by the per-image evaluator; its full-set metric must equal metrics.json's
@@ -501,7 +515,7 @@ def significance_rows(results_dir, seeds: list[int], *, params_dir=None, profile
     from klrpn.metrics.bootstrap import paired_bootstrap, per_image_eval
     from klrpn.metrics.coco_eval import load_detections
 
-    pairs = [p for t in tables for p in table_pairs(t)]
+    pairs = selected_pairs(pairs, tables)
     cells = [c for p in pairs for c in (p["rpn"], p["klrpn"])]
     runs, profile = collect_runs(results_dir, cells, seeds, profile)
     datasets: dict[str, Any] = {}
@@ -553,12 +567,13 @@ def significance_rows(results_dir, seeds: list[int], *, params_dir=None, profile
 
 def render_significance(results_dir="results", seeds=(0,), *, params_dir=None,
                         profile: str | None = None, resamples: int = 1000,
-                        bootstrap_seed: int = 0, workers: int = 1) -> tuple[str, pd.DataFrame]:
+                        bootstrap_seed: int = 0, workers: int = 1,
+                        pairs: list[str] | None = None) -> tuple[str, pd.DataFrame]:
     """The markdown of reports/significance.md and the frame of significance.csv."""
     seeds = sorted(set(int(s) for s in seeds))
     rows, profile = significance_rows(results_dir, seeds, params_dir=params_dir, profile=profile,
                                       resamples=resamples, bootstrap_seed=bootstrap_seed,
-                                      workers=workers)
+                                      workers=workers, pairs=pairs)
     frame = pd.DataFrame.from_records([{
         "table": r["table"], "method": r["method"], "backbone": r["backbone"],
         "train_data": r["train_data"], "rpn_cell": r["rpn_cell"], "klrpn_cell": r["klrpn_cell"],
@@ -576,7 +591,7 @@ def render_significance(results_dir="results", seeds=(0,), *, params_dir=None,
     text = _jinja("significance.md.j2").render(
         profile=profile, rows=body, seeds=seeds, resamples=resamples,
         bootstrap_seed=bootstrap_seed, n_present=sum(bool(r["seeds"]) for r in rows),
-        n_pairs=len(rows), results=str(results_dir))
+        n_pairs=len(rows), n_all=len(selected_pairs()), results=str(results_dir))
     return text, frame
 
 
@@ -601,7 +616,8 @@ def _mean_curve(docs: list[dict], getter) -> dict | None:
             for k in curves[0]}
 
 
-def proposal_summary(results_dir, seeds, profile: str | None = None, tables=(1, 2)):
+def proposal_summary(results_dir, seeds, profile: str | None = None, tables=(1, 2),
+                     pairs: list[str] | None = None):
     """Per pair, per cell: the seed-mean AR curve, recall-vs-IoU at 300 / 1000, rho and the
     mean number of proposals per image. A metrics.json of schema_version 1 (before proposal
     quality was measured) is an error that names the file."""
@@ -609,7 +625,7 @@ def proposal_summary(results_dir, seeds, profile: str | None = None, tables=(1, 
 
     from klrpn.config import run_dir
 
-    pairs = [p for t in tables for p in table_pairs(t)]
+    pairs = selected_pairs(pairs, tables)
     cells = [c for p in pairs for c in (p["rpn"], p["klrpn"])]
     runs, profile = collect_runs(results_dir, cells, seeds, profile)
     for (cell, seed), m in runs.items():
@@ -695,11 +711,12 @@ def plot_proposals(summary: list[dict], out_png, profile: str | None) -> None:
 
 
 def render_proposals(results_dir="results", seeds=(0,), *, profile: str | None = None,
-                     png_name: str = "proposals.png") -> tuple[str, list, str | None]:
+                     png_name: str = "proposals.png",
+                     pairs: list[str] | None = None) -> tuple[str, list, str | None]:
     from klrpn.metrics.proposal_quality import AR_CURVE_K, IOU_THRESHOLDS
 
     seeds = sorted(set(int(s) for s in seeds))
-    summary, profile = proposal_summary(results_dir, seeds, profile)
+    summary, profile = proposal_summary(results_dir, seeds, profile, pairs=pairs)
     ar_rows, iou_rows, rho_rows = [], [], []
     for e in summary:
         p = e["pair"]
@@ -720,7 +737,7 @@ def render_proposals(results_dir="results", seeds=(0,), *, profile: str | None =
     text = _jinja("proposals.md.j2").render(
         profile=profile, seeds=seeds, ar_headers=[str(k) for k in AR_CURVE_K], ar_rows=ar_rows,
         iou_headers=[f"{t:.2f}" for t in IOU_THRESHOLDS], iou_rows=iou_rows, rho_rows=rho_rows,
-        png=png_name)
+        png=png_name, n_pairs=len(summary), n_all=len(selected_pairs()))
     return text, summary, profile
 
 

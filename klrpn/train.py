@@ -4,10 +4,14 @@ The loop (:func:`train_loop`) is the whole story; everything else builds its arg
 
     for each batch:                              (the loader resumes at start_iter by itself)
         losses = model(images, targets)          (autocast on CUDA when train.amp)
-        stop if any loss term is NaN/inf         (DivergenceError names iteration and term)
         backward, clip (train.grad_clip_norm), optimizer step, scheduler step
-        log a CSV row (+ TensorBoard), progress bar
+        the previous step's losses: stop if one is NaN/inf (DivergenceError names iteration
+            and term), log a CSV row (+ TensorBoard), progress bar
         checkpoint every train.checkpoint_every iterations, at the end, and on SIGTERM
+            (this step's losses are checked first)
+
+Losses reach the host one step late so that reading them never makes the host wait for the
+device (:class:`PendingLosses`); numerics are unchanged.
 
 Iteration N means the N-th optimiser step; ``checkpoints/iter_N.pt`` holds the state after it.
 Rerunning :func:`train_cell` continues from the newest checkpoint: model, optimiser, scheduler,
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from klrpn import checkpoint as ckpt
 from klrpn import distributed as dist_utils
@@ -300,13 +305,32 @@ def save_checkpoint(out_dir: Path, iteration: int, model, optimizer, scheduler, 
 
 
 def forward_losses(model, images, targets, amp: torch.dtype | None):
-    """``(total loss tensor, names, values)``: the model's loss terms and their sum, averaged
-    over the processes for logging (one device sync)."""
+    """``(total loss tensor, names, values)``: the model's loss terms and their sum; ``values``
+    [len(names)] stays on the device, averaged over the processes for logging. Read it through
+    :class:`PendingLosses` so that the host does not wait for the device."""
     with torch.autocast(images[0].device.type, dtype=amp, enabled=amp is not None):
         losses = model(images, targets)
     total = sum(losses.values())
     values = dist_utils.mean_over_ranks(torch.stack([*losses.values(), total]).detach().float())
-    return total, [*losses, "total"], values.tolist()
+    return total, [*losses, "total"], values
+
+
+class PendingLosses:
+    """One step's loss values on their way to the host. The copy is queued behind the forward
+    pass (pinned memory on CUDA) and read one step later, once the next step's work is queued:
+    the host never drains the device's queue to log a loss (on the CPU it is a plain copy)."""
+
+    def __init__(self, values: Tensor):
+        self.host = values.detach().to("cpu", non_blocking=True)  # [len(names)]
+        self.ready = None
+        if values.is_cuda:
+            self.ready = torch.cuda.Event()
+            self.ready.record()
+
+    def read(self) -> list[float]:
+        if self.ready is not None:
+            self.ready.synchronize()  # waits for this step's forward only, not the queue after it
+        return self.host.tolist()
 
 
 def apply_update(total, optimizer, scaler, params, grad_clip_norm: float | None) -> None:
@@ -333,22 +357,37 @@ def train_loop(model, optimizer, scheduler, scaler, batches, *, out_dir: Path, s
                    enabled=world.is_main, progress=settings.progress)
     segment_start = time.perf_counter()
     it, batch_iter = start_iter, iter(batches)
+    # A step's losses are checked and logged one step late (PendingLosses), and always before a
+    # checkpoint is written: a non-finite loss stops the run before it can reach a checkpoint.
+    pending: tuple[int, float, list[str], PendingLosses, float] | None = None
+
+    def settle(now: float) -> None:
+        nonlocal pending
+        if pending is None:
+            return
+        step, lr, names, losses, started = pending
+        pending = None
+        values = losses.read()
+        check_finite(names, values, step, out_dir)
+        log.log(step, lr, dict(zip(names, values)),
+                settings.images_per_step / max(now - started, 1e-9))
+
     model.train()
     try:
         while it < settings.max_iter:
             t0 = time.perf_counter()
             images, targets = to_device(*next(batch_iter), device)
             total, names, values = forward_losses(model, images, targets, settings.amp_dtype)
-            check_finite(names, values, it + 1, out_dir)
             apply_update(total, optimizer, scaler, params, settings.grad_clip_norm)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             it += 1
+            settle(t0)  # the previous step, timed from its start to this step's
+            pending = (it, lr, names, PendingLosses(values), t0)
 
-            log.log(it, lr, dict(zip(names, values)),
-                    settings.images_per_step / max(time.perf_counter() - t0, 1e-9))
             stopping = dist_utils.any_rank(stop.requested, device)
             if it % settings.checkpoint_every == 0 or it == settings.max_iter or stopping:
+                settle(time.perf_counter())
                 elapsed = wall_time_s + time.perf_counter() - segment_start
                 path = save_checkpoint(out_dir, it, model, optimizer, scheduler, scaler, world,
                                        settings, elapsed)
@@ -592,6 +631,11 @@ def run_cell(cfg: dict, out_dir: Path, device: torch.device, world: World,
                              f"{world.size} processes")
         seed_everything(cfg["seed"])  # identical initial weights on every rank
         model = build_model(cfg).to(device)
+        if device.type == "cuda":
+            # input.pad_multiple keeps the input shapes few, so each is autotuned once
+            torch.backends.cudnn.benchmark = bool(t["cudnn_benchmark"])
+            if t["channels_last"]:
+                model = model.to(memory_format=torch.channels_last)
         dataset = build_dataset(cfg, "train", train=True)
         ipe = iters_per_epoch(len(dataset), t["batch_size"], bool(cfg["input"]["flip"]))
         max_iter, steps = schedule_in_iters(t["schedule"], ipe)

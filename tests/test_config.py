@@ -316,3 +316,11 @@ def test_bad_baseline_options_name_file_and_key(params, old, new, key):
     with pytest.raises(ParamsError) as e:
         load_cell("voc07-rfcn-resnet101-rpn", "paper", params)
     assert str(path) in str(e.value) and f"'{key}'" in str(e.value)
+
+
+def test_pad_multiple_must_be_a_multiple_of_the_feature_stride(params):
+    path = params / "defaults.yaml"
+    path.write_text(path.read_text().replace("pad_multiple: 128", "pad_multiple: 40"))
+    with pytest.raises(ParamsError) as e:
+        load_cell("coco-faster_rcnn-resnet101-rpn", "paper", params)
+    assert str(path) in str(e.value) and "'input.pad_multiple'" in str(e.value)

@@ -137,6 +137,28 @@ def test_significance_on_the_smoke_pair(ws):
     assert float(r["delta_mean"]) == pytest.approx(np.mean(deltas), rel=1e-5)
 
 
+def test_pairs_keeps_only_the_named_pairs(ws):
+    """--pairs (the workflow's seed_reports.pairs): only those rows, said in the report; a cell
+    that is not the RPN cell of a pair is an error naming it."""
+    root, results = ws
+    ds = dataset(PAIR[0])
+    for cell in PAIR:
+        write_run(results, cell, 0, ds, gt_results(ds, 5, 0.2))
+    out = root / "reports" / "significance.md"
+    assert main(["report", "significance", "--results", str(results), "--pairs", PAIR[0],
+                 "--out", str(out), "--params", "params"]) == 0
+    md = out.read_text()
+    assert "Only 1 of the 6 pairs of Tables 1–2 is shown" in md
+    assert md_row(md, "Table 2", "R-FCN")[6:] == ["+0.00 (one seed)", "1", "[+0.00, +0.00]",
+                                                  "no difference detectable"]
+    assert not [r for r in md.splitlines() if r.startswith("| Table 1")]
+    assert len(list(csv.DictReader(out.with_suffix(".csv").open()))) == 1
+    text, _, _ = report.render_proposals(results, [0], pairs=[PAIR[0]])
+    assert "Only 1 of the 6 RPN / KL-RPN pairs" in text and "coco-" not in text
+    with pytest.raises(report.ReportError, match="voc07-rfcn-resnet101-klrpn is not the RPN cell"):
+        report.selected_pairs([PAIR[1]])
+
+
 def test_significance_identical_models_and_out_of_step_files(ws):
     root, results = ws
     ds = dataset(PAIR[0])

@@ -1,4 +1,4 @@
-"""``klrpn data download ...`` and ``klrpn data synth ...``."""
+"""``klrpn data download ...``, ``klrpn data synth ...`` and ``klrpn data check ...``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,14 @@ def register(subparsers) -> None:
     synth.add_argument("--scale", type=float, default=1.0, help="image/object size factor")
     synth.set_defaults(func=run_synth)
 
+    chk = actions.add_parser("check", help="fail, saying what to download, when data a profile's cells "
+                                          "read is missing (DVC stage data-check)")
+    chk.add_argument("--profile", default="paper", help="params profile of every cell (default: paper)")
+    chk.add_argument("--params", default=None, help="params directory (default: $KLRPN_PARAMS or params)")
+    chk.add_argument("--out", default=None,
+                     help="JSON file listing each cell's download markers (written only on success)")
+    chk.set_defaults(func=run_check)
+
 
 def run_download(args) -> int:
     from klrpn.data.download import DownloadError, download
@@ -49,4 +57,22 @@ def run_synth(args) -> int:
     except (FileExistsError, ValueError) as err:
         print(f"klrpn data synth: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_check(args) -> int:
+    from klrpn.config import ParamsError
+    from klrpn.data.check import DataMissingError, check, write_report
+
+    try:
+        report = check(args.profile, args.params)
+    except (DataMissingError, ParamsError, ValueError) as err:
+        print(f"klrpn data check: {err}", file=sys.stderr)
+        return 1
+    if args.out:
+        write_report(report, args.out)
+    needed = sorted({m for ms in report["cells"].values() for m in ms})
+    print(f"klrpn data check: profile {args.profile}: "
+          + (f"all {len(needed)} download markers present" if needed else
+             "reads synthetic data (`klrpn data synth`), nothing to download"))
     return 0

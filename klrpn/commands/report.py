@@ -37,6 +37,9 @@ def register(subparsers) -> None:
                    help="require every metrics.json to come from this profile (smoke|paper)")
     p.add_argument("--seeds", type=seed_list, default=[0],
                    help="seeds to read (significance, proposals, ablations), e.g. 0,1,2 (default 0)")
+    p.add_argument("--pairs", default=None,
+                   help="significance, proposals: only these pairs, by RPN cell, comma-separated "
+                        "(default: every pair of Tables 1-2)")
     p.add_argument("--csv", default=None,
                    help="significance: the CSV to write (default: --out with .csv)")
     p.add_argument("--png", default=None,
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from klrpn.config import ParamsError
 
     out = Path(args.out)
+    pairs = [c for c in args.pairs.replace(",", " ").split()] if args.pairs else None
     try:
         if args.table in ("table1", "table2"):
             cells_file = Path(args.params) / "cells.yaml" if args.params else None
@@ -66,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
             csv = Path(args.csv) if args.csv else out.with_suffix(".csv")
             report.write_significance(out, csv, args.results, args.seeds, params_dir=args.params,
                                       profile=args.profile, resamples=args.resamples,
-                                      bootstrap_seed=args.bootstrap_seed, workers=args.workers)
+                                      bootstrap_seed=args.bootstrap_seed, workers=args.workers,
+                                      pairs=pairs)
             written = [out, csv]
         elif args.table == "proposals":
             png = Path(args.png) if args.png else out.with_suffix(".png")
-            report.write_proposals(out, png, args.results, args.seeds, profile=args.profile)
+            report.write_proposals(out, png, args.results, args.seeds, profile=args.profile,
+                                   pairs=pairs)
             written = [out, png]
         else:
             report.write_ablations(out, args.results, args.seeds, params_dir=args.params,

@@ -124,6 +124,16 @@ def proposal_quality(coco_gt, proposals: dict, *, image_ids=None) -> dict:
     }
 
 
+def headline_recall(quality: dict) -> dict:
+    """metrics.json's ``proposals`` section (``{"AR@100","AR@300","AR@1000"}``) read off the
+    curve of :func:`proposal_quality`: the same COCOeval run, matching and averaging as
+    :func:`klrpn.metrics.recall.proposal_recall`, so the values are equal and the matching runs
+    once per evaluation (undefined, i.e. no ground truth, reads 0 as there)."""
+    from klrpn.metrics.recall import MAX_DETS
+
+    return {f"AR@{k}": quality["ar_curve"][str(k)] or 0.0 for k in MAX_DETS}
+
+
 def coco_gt_of(dataset):
     """The pycocotools ground truth of a test dataset (COCO: its ``coco``; VOC: ``to_coco()``)."""
     return dataset.coco if hasattr(dataset, "coco") else dataset.to_coco()

@@ -57,7 +57,8 @@ def build_model(cfg: dict, *, load_pretrained: bool | None = None) -> TwoStageDe
     transform = DetectionTransform(train_min_sizes=inp["min_size"], test_min_size=inp["test_min_size"],
                                    max_size=inp["max_size"],
                                    image_mean=inp["caffe_pixel_mean"] if caffe else inp["pixel_mean"],
-                                   image_std=inp["pixel_std"], style="caffe" if caffe else "torchvision")
+                                   image_std=inp["pixel_std"], style="caffe" if caffe else "torchvision",
+                                   pad_multiple=inp["pad_multiple"])
     return TwoStageDetector(backbone, rpn, roi_heads, transform, roi_loss_weight=m["roi_loss_weight"])
 
 

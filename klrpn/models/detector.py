@@ -32,16 +32,20 @@ class DetectionTransform(GeneralizedRCNNTransform):
     baseline: no cap). Normalisation: ``style="torchvision"`` maps RGB in [0, 1] to
     ``(x - image_mean) / image_std``; ``style="caffe"`` feeds BGR in [0, 255] minus
     ``image_mean`` (BGR order; ``image_std`` is ignored), as the baseline's caffe weights expect.
+    Batching: a batch is zero-padded at the bottom and right to a multiple of ``pad_multiple``
+    (torchvision's ``size_divisible``, 32 by default). A coarser multiple gives the GPU a small
+    fixed set of input shapes, so cuDNN autotunes each shape once and the caching allocator
+    reuses its blocks; the padding is outside ``image_sizes``, which bound anchors and boxes.
     """
 
     def __init__(self, *, train_min_sizes, test_min_size: int, max_size: int | None, image_mean,
-                 image_std, style: str = "torchvision"):
+                 image_std, style: str = "torchvision", pad_multiple: int = 32):
         if style not in ("torchvision", "caffe"):
             raise ValueError(f"unknown input style {style!r}: torchvision or caffe")
         if style == "caffe":
             image_std = (1.0, 1.0, 1.0)
         super().__init__(tuple(train_min_sizes), max_size if max_size is not None else 0,
-                         list(image_mean), list(image_std))
+                         list(image_mean), list(image_std), size_divisible=int(pad_multiple))
         self.train_min_sizes, self.test_min_size = tuple(train_min_sizes), int(test_min_size)
         self.max_size, self.style = max_size, style
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from klrpn.metrics.proposal_quality import (AR_CURVE_K, proposal_quality, rank_correlation,
-                                            recall_array)
+from klrpn.metrics.proposal_quality import (AR_CURVE_K, headline_recall, proposal_quality,
+                                            rank_correlation, recall_array)
 from klrpn.metrics.recall import proposal_recall
 
 
@@ -29,6 +29,7 @@ def test_curve_points_equal_existing_ar_at_k(tiny_gt, seed):
     assert list(q["ar_curve"]) == [str(k) for k in AR_CURVE_K]
     for k in (100, 300, 1000):
         assert q["ar_curve"][str(k)] == ar[f"AR@{k}"]          # exactly, not approximately
+    assert headline_recall(q) == ar       # what klrpn evaluate writes instead of a second run
     curve = [q["ar_curve"][str(k)] for k in AR_CURVE_K]
     assert curve == sorted(curve) and curve[-1] > curve[0]     # more proposals, more recall
     # AR is the mean of the recall-vs-IoU row

@@ -218,3 +218,19 @@ def test_caffe_weights_missing_names_the_caffe_file(tmp_path):
     cfg["model"]["weights_dir"] = str(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"vgg16_caffe\.pth"):
         build_model(cfg)
+
+
+@pytest.mark.parametrize("multiple", [32, 128])
+def test_batches_are_padded_to_input_pad_multiple_outside_the_image_sizes(multiple):
+    """input.pad_multiple (issue 11): the batch tensor grows to the multiple, the image sizes
+    (which bound anchors and boxes) do not, and the padding is zero."""
+    cfg = load_cell("coco-faster_rcnn-vgg16-rpn", "smoke", PARAMS)
+    cfg["input"]["pad_multiple"] = multiple
+    model = build_model(cfg).eval()
+    images, _ = _batch()
+    batch, _ = model.transform(images)
+    h, w = batch.tensors.shape[-2:]
+    assert (h % multiple, w % multiple) == (0, 0)
+    assert (h, w) == ((160, 192) if multiple == 32 else (256, 256))
+    assert batch.image_sizes == [(128, 164), (145, 128)]
+    assert batch.tensors[0, :, 128:].abs().sum() == 0 and batch.tensors[1, :, :, 128:].abs().sum() == 0

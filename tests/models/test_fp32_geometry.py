@@ -1,6 +1,7 @@
 """Box geometry stays float32 under bf16 autocast (issue 8, finding 1): given the same head
 outputs, an autocast run's anchors, proposals, both stages' targets, the RoIs given to
-RoIAlign / PS-RoIAlign and the detections equal those of a float32 run, value for value."""
+RoIAlign / PS-RoIAlign and the detections equal those of a float32 run, value for value.
+On the CPU always; on CUDA too when a GPU is present (benchmarks/gpu_checks.sh runs them there)."""
 
 import pytest
 import torch
@@ -10,6 +11,13 @@ from klrpn.config import load_cell
 from klrpn.models import build_model
 
 CELLS = ["coco-faster_rcnn-vgg16-rpn", "voc07-rfcn-resnet101-klrpn"]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                reason="no CUDA device"))]
+
+
+def _to(images, targets, device):
+    return ([im.to(device) for im in images],
+            [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets])
 
 
 def _batch(cfg):
@@ -39,7 +47,7 @@ class FixedRPNHead(nn.Module):
 
     def forward(self, x):
         n, _, h, w = x.shape
-        return {k: _fixed((n, h * w * self.num_anchors, 2 if k == "logits" else 4), i).to(x.dtype)
+        return {k: _fixed((n, h * w * self.num_anchors, 2 if k == "logits" else 4), i).to(x.device, x.dtype)
                 for i, k in enumerate(self.keys)}
 
 
@@ -54,8 +62,8 @@ class FixedBoxHead(nn.Module):
     def forward(self, feature, proposals):
         self.rois.append([p.detach().clone() for p in proposals])
         r = sum(len(p) for p in proposals)
-        return (_fixed((r, self.num_classes + 1), 10).to(feature.dtype),
-                _fixed((r, self.box_outputs), 11).to(feature.dtype))
+        return (_fixed((r, self.num_classes + 1), 10).to(feature.device, feature.dtype),
+                _fixed((r, self.box_outputs), 11).to(feature.device, feature.dtype))
 
 
 def _record(obj, name, store):
@@ -69,7 +77,7 @@ def _record(obj, name, store):
     setattr(obj, name, wrapped)
 
 
-def _run(cell, autocast: bool):
+def _run(cell, autocast: bool, device: str = "cpu"):
     torch.manual_seed(0)
     cfg = load_cell(cell, "smoke")
     model = build_model(cfg)
@@ -78,13 +86,14 @@ def _run(cell, autocast: bool):
                             rpn.head.num_anchors)
     roi.box_head = FixedBoxHead(cfg["dataset"]["num_classes"],
                                 4 if roi.class_agnostic else 4 * (cfg["dataset"]["num_classes"] + 1))
+    model.to(device)
     seen = {}
     _record(rpn.anchor_generator, "forward", seen)
     _record(rpn, "assign_targets_to_anchors", seen)
     _record(rpn, "compute_loss", seen)
     _record(roi, "select_training_samples", seen)
-    images, targets = _batch(cfg)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    images, targets = _to(*_batch(cfg), device)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
         torch.manual_seed(1)  # the samplers' draws
         model.train()
         losses = model(images, targets)
@@ -108,9 +117,10 @@ def _run(cell, autocast: bool):
     }
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_box_geometry_is_float32_and_equal_under_bf16_autocast(cell):
-    fp32, bf16 = _run(cell, autocast=False), _run(cell, autocast=True)
+def test_box_geometry_is_float32_and_equal_under_bf16_autocast(cell, device):
+    fp32, bf16 = _run(cell, autocast=False, device=device), _run(cell, autocast=True, device=device)
     assert bf16.keys() == fp32.keys()
     for name in fp32:
         assert len(bf16[name]) == len(fp32[name]) > 0, name
@@ -124,18 +134,19 @@ def test_box_geometry_is_float32_and_equal_under_bf16_autocast(cell):
     assert [len(d) for d in fp32["detections"][::3]] != [0, 0]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cell", ["voc0712-faster_rcnn-resnet101-klrpn", "voc07-rfcn-resnet101-rpn"])
-def test_real_heads_get_float32_rois_and_give_float32_boxes_under_autocast(cell):
+def test_real_heads_get_float32_rois_and_give_float32_boxes_under_autocast(cell, device):
     """The unpatched model: convolutions in bf16, RoIAlign / PS-RoIAlign fed float32 RoIs,
     float32 losses and detections."""
     torch.manual_seed(0)
     cfg = load_cell(cell, "smoke")
-    model = build_model(cfg)
+    model = build_model(cfg).to(device)
     rois, head_outputs = [], []
     model.roi_heads.box_head.register_forward_pre_hook(lambda m, args: rois.extend(p.dtype for p in args[1]))
     model.rpn.head.register_forward_hook(lambda m, args, out: head_outputs.extend(v.dtype for v in out.values()))
-    images, targets = _batch(cfg)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    images, targets = _to(*_batch(cfg), device)
+    with torch.autocast(device, dtype=torch.bfloat16):
         model.train()
         losses = model(images, targets)
         sum(losses.values()).backward()

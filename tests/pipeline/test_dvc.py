@@ -39,9 +39,10 @@ def _by_rule(stages):
     return out
 
 
-# Snakemake rule -> DVC stages (the two table stages are Snakemake's `report` rule)
+# Snakemake rule -> DVC stages (the two table stages are Snakemake's `report` rule; DVC's
+# data-check stage has no rule: Snakemake's download jobs are the inputs of its training jobs)
 RULE_OF_STAGE = {"synth": "synth", "train": "train", "evaluate": "evaluate", "figure3": "figure3",
-                 "table1": "report", "table2": "report"}
+                 "table1": "report", "table2": "report", "data-check": None}
 
 
 def test_same_cells_stages_and_outputs(workdir, dvc_stages):
@@ -110,8 +111,10 @@ def test_outputs_a_rerun_needs_persist_and_every_output_is_cached():
                 assert opts.get("cache", True), (name, path)   # pushed, pulled, restored
                 if opts.get("persist"):
                     persisted.add((name, path.rsplit("/", 1)[-1]))
-    assert persisted == {("train", "checkpoints"), ("train", "model_final.pt"),
-                         ("train", "train_log.csv")}
+    assert persisted == {(stage, name) for stage in ("train", "train-seed")
+                         for name in ("checkpoints", "model_final.pt", "train_log.csv")} | {
+        (stage, name) for stage in ("evaluate", "evaluate-seed")
+        for name in ("detections.json", "metrics.json")} | {("data-check", "data-check.json")}
 
 
 def test_no_stage_writes_into_the_dvc_tracked_data_dir(dvc_stages):
@@ -119,18 +122,31 @@ def test_no_stage_writes_into_the_dvc_tracked_data_dir(dvc_stages):
         assert not any(p == "data" or p.startswith("data/") for p in s["outs"]), name
 
 
-def test_data_dvc_is_committed_without_a_hash_and_says_how_to_share():
+def test_data_dvc_tracks_nothing_until_dvc_add_and_says_how_to_share():
     text = (REPO / "data.dvc").read_text()
-    assert yaml.safe_load(text) == {"outs": [{"path": "data"}]}
-    for command in ("klrpn data download", "dvc add data", "dvc push", "dvc pull"):
+    assert yaml.safe_load(text) == {"outs": []}      # `dvc status` clean, `dvc pull` exits 0
+    for command in ("klrpn data download", "dvc add data", "dvc push", "dvc pull data.dvc"):
         assert command in text, command
+
+
+def test_data_check_is_the_first_stage_and_upstream_of_every_training_stage(dvc_stages):
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert next(iter(spec)) == "data-check"          # DVC runs independent stages in file order
+    check = dvc_stages["data-check"]
+    assert check["cmd"] == ("klrpn data check --profile smoke --params params "
+                            "--out results/data-check.json")
+    assert check["outs"] == {"results/data-check.json"}
+    # never data/ itself: DVC would stop on the missing dependency with its own message first
+    assert not any(d == "data" or d.startswith("data/") for d in check["deps"])
+    for name, s in _by_rule(dvc_stages)["train"].items():
+        assert "results/data-check.json" in s["deps"], name
 
 
 def test_metrics_and_plots_are_declared():
     full = yaml.safe_load((REPO / "dvc.yaml").read_text())
     assert full["vars"][0] == "params/cells.yaml"
     spec = full["stages"]
-    assert spec["evaluate"]["do"]["metrics"] == ["${results}/${key}/metrics.json"]
+    assert spec["evaluate"]["do"]["metrics"] == [{"${results}/${key}/metrics.json": {"persist": True}}]
     (plot,) = spec["train"]["do"]["plots"]
     assert next(iter(plot)).endswith("train_log.csv")
     assert next(iter(plot.values()))["x"] == "iteration"

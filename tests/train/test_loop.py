@@ -41,6 +41,20 @@ def test_planted_nan_stops_with_named_error_and_keeps_checkpoint(tmp_path):
     assert max(int(r["iteration"]) for r in read_log(tmp_path)) == 7
 
 
+def test_nan_on_a_checkpoint_step_is_caught_before_that_checkpoint(tmp_path):
+    """Losses are read one step late (PendingLosses), but always before a checkpoint: a NaN at
+    a checkpoint iteration never reaches checkpoints/."""
+    with pytest.raises(train.DivergenceError, match="iteration 10"):
+        run(tmp_path, max_iter=20, checkpoint_every=5, nan_at=10, log=lambda *a: None)
+    assert [it for it, _ in ckpt.list_checkpoints(tmp_path)] == [5]
+    assert max(int(r["iteration"]) for r in read_log(tmp_path)) == 9
+
+
+def test_pending_losses_read_back_the_values():
+    values = torch.tensor([0.25, float("nan"), 1.5])
+    assert train.PendingLosses(values).read()[::2] == [0.25, 1.5]
+
+
 def test_resume_in_process_is_bitwise_equal(tmp_path):
     run(tmp_path / "straight", max_iter=12, checkpoint_every=4, log=lambda *a: None)
     with pytest.raises(train.DivergenceError):     # crash at step 10, after checkpoint 8

@@ -158,3 +158,15 @@ def test_recipe_and_weights_style_come_from_the_cell_params():
         ([400, 500, 600, 700, 800], 600, None)
     assert "RFCN_CoupleNet.pytorch README.md" in doc["recipe"]["sources"]["schedule"]
     assert "RFCN_CoupleNet.pytorch README.md" in doc["recipe"]["sources"]["scales"]
+
+
+def test_speed_comes_from_the_evaluation_pass_after_its_warmup_images():
+    from klrpn.evaluate import latency
+
+    cfg = {"eval": {"latency_images": 3, "latency_warmup": 1}}
+    cpu = torch.device("cpu")
+    assert latency([100.0, 5.0, 7.0, 6.0, 9.0], cfg, cpu)["ms_per_image"] == 6.0
+    assert latency([100.0, 8.0], cfg, cpu)["ms_per_image"] == 8.0   # fewer images than asked
+    assert latency([42.0], cfg, cpu)["ms_per_image"] == 42.0        # only the warm-up image
+    with pytest.raises(ValueError, match="no image"):
+        latency([], cfg, cpu)

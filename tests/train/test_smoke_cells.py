@@ -52,7 +52,7 @@ def untrained_scores(cfg: dict) -> tuple[dict, dict]:
     train.seed_everything(cfg["seed"])          # the weights training started from
     model = build_model(cfg, load_pretrained=False).eval()
     dataset = build_dataset(cfg, "test", train=False)
-    det, prop = evaluate.predict(model, dataset, torch.device("cpu"), progress=False)
+    det, prop, _ = evaluate.predict(model, dataset, torch.device("cpu"), progress=False)
     return dataset.evaluate(det), dataset.proposal_recall(prop)
 
 

@@ -5,8 +5,10 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from klrpn.config import ParamsError, list_cells, load_cell
+from klrpn.config import ParamsError, list_cells, list_variants, load_cell, run_dir
+from klrpn.data.check import SYNTHETIC_PROFILES, download_entries
 from klrpn.data.download import read_manifest
+from klrpn.report import ReportError, selected_pairs
 
 # Jobs run `python -m klrpn.cli ...` with the cells' params from config `params_dir`. Without
 # --sdm conda, `python` is the interpreter running Snakemake (the project's venv, where klrpn is
@@ -23,26 +25,89 @@ RESULTS = config["results"]
 REPORTS = config["reports"]
 LOGS = config["logs"]
 DATA_ROOT = config["data_root"]
-SYNTHETIC = PROFILE == "smoke"  # the smoke params point every dataset at `klrpn data synth` output
+SYNTHETIC = PROFILE in SYNTHETIC_PROFILES  # the smoke params point every dataset at `klrpn data synth` output
 # job sizes (threads, mem_mb, runtime): toy-sized for the smoke profile (e.g. a smoke run on SLURM)
 RESOURCES = config["smoke_resources"] if PROFILE == "smoke" else config["resources"]
 
 
 def _load_cells():
+    """The cells of cells.yaml and the ablation variants of ablations.yaml (if any), resolved."""
     try:
         cells = list_cells(config["params_dir"])
-        cfgs = {c["id"]: load_cell(c["id"], PROFILE, config["params_dir"]) for c in cells}
+        variants = list_variants(config["params_dir"])
+        cfgs = {c["id"]: load_cell(c["id"], PROFILE, config["params_dir"]) for c in cells + variants}
     except ParamsError as e:
         raise WorkflowError(f"invalid cell configuration: {e}")
-    return cells, cfgs
+    return cells, variants, cfgs
 
 
-CELL_LIST, CFG = _load_cells()
+CELL_LIST, VARIANT_LIST, CFG = _load_cells()
 CELLS = [c["id"] for c in CELL_LIST]
+VARIANTS = [v["id"] for v in VARIANT_LIST]
 TABLE_CELLS = {t: [c["id"] for c in CELL_LIST if c["table"] == t] for t in (1, 2)}
 TABLES = [f"{REPORTS}/table{t}.md" for t in (1, 2)]
 REFERENCE = str(resources.files("klrpn") / "reference" / "paper_tables.yaml")  # what klrpn report reads
 FIGURE3 = [f"{REPORTS}/figure3.{ext}" for ext in ("md", "png", "csv")]
+
+# ---------------------------------------------------------------------------------------------
+# seeds (issue 10, docs/significance.md): every run is a (cell, seed) job. Seed 0's run is
+# results/<cell>/ (the tables and Figure 3 read it; its jobs are the paper DAG's, unchanged),
+# seed N's results/seed<N>/<cell>/ (klrpn.config.run_dir), trained with `klrpn train --seed N`.
+SEEDS = config["seeds"]  # the default target trains every cell of Tables 1-2 with each of these
+REPORT_SEEDS = config["seed_reports"]["seeds"] or SEEDS  # significance, proposals, ablations
+
+
+# wildcard constraints of the train / evaluate jobs: `seeddir` is "" (seed 0) or "seed<N>/"
+SEEDDIR = "(seed[1-9][0-9]*/)?"
+RUN_CELLS = "|".join(CELLS + VARIANTS)
+
+
+def run_path(cell, seed):
+    """The folder of one run of a cell or variant (klrpn.config.run_dir)."""
+    return str(run_dir(RESULTS, cell, seed))
+
+
+def run_seed(wildcards):
+    """The seed of a train / evaluate job: 0 for results/<cell>, N for results/seed<N>/<cell>."""
+    return int(wildcards.seeddir[len("seed") : -1]) if wildcards.seeddir else 0
+
+
+def seed_option(wildcards):
+    """` --seed N` for seed N > 0; nothing for seed 0, whose command stays the paper DAG's."""
+    seed = run_seed(wildcards)
+    return f" --seed {seed}" if seed else ""
+
+
+def seed_runs(cells, seeds, files=("metrics.json",)):
+    return [f"{run_path(c, s)}/{f}" for c in cells for s in seeds for f in files]
+
+
+def results_root(path):
+    """`results` from results/<cell>/<file> or results/seed<N>/<cell>/<file>."""
+    folder = Path(path).parent.parent
+    return folder.parent if folder.name.startswith("seed") and folder.name[4:].isdigit() else folder
+
+
+# The RPN / KL-RPN pairs of reports/significance.md and reports/proposals.md (paper_tables.yaml)
+try:
+    _pairs = config["seed_reports"]["pairs"]
+    PAIRS = selected_pairs(None if _pairs == "all" else _pairs)
+except ReportError as e:
+    raise WorkflowError(f"config key 'seed_reports.pairs': {e}")
+PAIR_CELLS = [c for p in PAIRS for c in (p["rpn"], p["klrpn"])]
+for _cell in PAIR_CELLS:
+    if _cell not in CFG:
+        raise WorkflowError(f"config key 'seed_reports.pairs': {_cell} is not a cell of "
+                            f"{config['params_dir']}/cells.yaml")
+
+# reports/ablations.md: the variants, their base cell and the base's RPN partner (whose seed
+# spread of KL-RPN - RPN the report prints beside the variants)
+ABLATION_BASES = sorted({v["base"] for v in VARIANT_LIST})
+if len(ABLATION_BASES) > 1:
+    raise WorkflowError(f"{config['params_dir']}/ablations.yaml: the ablation report shows one "
+                        f"base cell, got {ABLATION_BASES}")
+_partners = [b.removesuffix("-klrpn") + "-rpn" for b in ABLATION_BASES if b.endswith("-klrpn")]
+ABLATION_CELLS = [*ABLATION_BASES, *[c for c in _partners if c in CFG], *VARIANTS]
 
 for _key in ("rpn", "klrpn"):
     _cell = config["figure3"][_key]
@@ -95,12 +160,10 @@ def data_inputs(cell):
         raise WorkflowError(
             f"cell {cell}: dataset.root {root} lies outside config data_root {DATA_ROOT}"
         )
-    names = [n for n, e in MANIFEST.items() if e.group == cfg["dataset"]["format"]]
-    if cfg["model"]["pretrained"]:
-        backbone = cfg["model"]["backbone"]
-        if backbone not in MANIFEST:
-            raise WorkflowError(f"cell {cell}: no ImageNet weights {backbone!r} in the download manifest")
-        names.append(backbone)
+    try:
+        names = download_entries(cfg)  # the same entries `klrpn data check` (DVC) requires
+    except ValueError as e:
+        raise WorkflowError(f"cell {cell}: {e}")
     return [DOWNLOAD_MARKER.format(entry=n) for n in names]
 
 

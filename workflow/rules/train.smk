@@ -1,4 +1,6 @@
-# Training: one job per cell. Inputs are the cell's data and exactly the params files merged into
+# Training: one job per (cell, seed): results/<cell>/ for seed 0 (the paper's run, the command
+# without --seed), results/seed<N>/<cell>/ for seed N (`--seed N`); `cell` is a cell of
+# params/cells.yaml or an ablation variant of params/ablations.yaml. Inputs are the cell's data and exactly the params files merged into
 # its configuration (so editing params/cells/<cell>.yaml retrains that cell only). `klrpn train`
 # resumes from results/<cell>/checkpoints/ (deliberately not a declared output, so neither a
 # failed attempt nor a requeued SLURM job loses it); train_log.csv is appended on resume
@@ -10,12 +12,13 @@ rule train:
         data=lambda wildcards: [ancient(f) for f in data_inputs(wildcards.cell)],
         params=lambda wildcards: params_files(wildcards.cell),
     output:
-        model=f"{RESULTS}/{{cell}}/model_final.pt",
-        curves=update(f"{RESULTS}/{{cell}}/train_log.csv"),
+        model=f"{RESULTS}/{{seeddir}}{{cell}}/model_final.pt",
+        curves=update(f"{RESULTS}/{{seeddir}}{{cell}}/train_log.csv"),
     log:
-        f"{LOGS}/train/{{cell}}.log",
+        f"{LOGS}/train/{{seeddir}}{{cell}}.log",
     params:
         profile=PROFILE,
+        seed=seed_option,
         out=lambda wildcards, output: os.path.dirname(output.model),
     threads: train_threads
     resources:
@@ -23,9 +26,10 @@ rule train:
         mem_mb=train_resource("mem_mb"),
         runtime=train_resource("runtime"),
     wildcard_constraints:
-        cell="|".join(CELLS),
+        seeddir=SEEDDIR,
+        cell=RUN_CELLS,
     conda:
         "../envs/klrpn.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m klrpn.cli train {wildcards.cell} --profile {params.profile} --out {params.out} --restart-on-params-change"
+        "OMP_NUM_THREADS={threads} python -m klrpn.cli train {wildcards.cell} --profile {params.profile}{params.seed} --out {params.out} --restart-on-params-change"
         " > {log} 2>&1"
