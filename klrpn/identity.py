@@ -30,7 +30,8 @@ ROOT = PACKAGE.parent
 # What the trained weights depend on, besides params and data: the loop, the optimiser and
 # schedule (train.py), the losses, gradient averaging (distributed.py), the networks, and how
 # images and boxes reach the model (datasets, transforms, the sampler). Not here: downloading
-# (download.py, manifest.tsv: covered by the download markers), the synthetic generator
+# (download.py, manifest.tsv: covered by the download markers; check.py only reports missing
+# markers), the synthetic generator
 # (synthetic.py: covered by .klrpn-synth.json), checkpoint I/O, GPU claims, evaluation,
 # reports, the CLI, config resolution (its result is the params hash), models/info.py (counts).
 TRAINING_CODE = (
