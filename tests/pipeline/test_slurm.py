@@ -144,9 +144,16 @@ def scontrol_jobs(env: dict) -> dict[str, dict[str, str]]:
     return jobs
 
 
+def train_comment(cell: str, seeddir: str = "") -> str:
+    """The SLURM comment the plugin gives a train job: ``rule_<rule>_wildcards_`` and the
+    wildcard values joined by ``_`` (snakemake_executor_plugin_slurm.utils.get_job_wildcards),
+    here (seeddir, cell); seed 0's seeddir is empty."""
+    return f"rule_train_wildcards_{seeddir.replace('/', '_')}_{cell}"
+
+
 def train_job(env: dict, cell: str, state: str = "RUNNING") -> dict | None:
     for job in scontrol_jobs(env).values():
-        if job.get("Comment") == f"rule_train_wildcards_{cell}" and job["JobState"] == state:
+        if job.get("Comment") == train_comment(cell) and job["JobState"] == state:
             return job
     return None
 
