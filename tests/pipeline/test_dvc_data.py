@@ -7,7 +7,7 @@ status` clean after it, is tests/pipeline/test_dvc_repro.py)."""
 from __future__ import annotations
 
 import pytest
-from test_dvc_repro import fresh_checkout, run, stages_run
+from test_dvc_repro import fresh_checkout, paper_variant, run, stages_run
 
 pytest.importorskip("dvc.repo")
 
@@ -37,10 +37,7 @@ def test_dvc_has_nothing_to_say_about_data_dvc(checkout):
 def test_paper_mode_without_data_stops_at_data_check(checkout):
     vars_file = checkout / "workflow" / "config" / "dvc-vars.yaml"
     text = vars_file.read_text()
-    vars_file.write_text(text.replace("profile: smoke", "profile: paper")
-                         .replace("profile_params: params/profiles/smoke.yaml",
-                                  "profile_params: params/defaults.yaml")
-                         .replace("data: synthetic", "data: data"))
+    vars_file.write_text(paper_variant(text))
     try:
         proc = run(checkout, "dvc", "repro", check=False)
     finally:

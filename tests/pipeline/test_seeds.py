@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DVC, REPO, job_counts, job_outputs, snakemake
+from conftest import DVC, REPO, complete_outputs, job_counts, job_outputs, snakemake
 
 from klrpn.config import list_cells, list_variants
 
@@ -63,23 +63,8 @@ def test_paper_dag_with_three_seeds_lists_36_training_jobs(workdir):
     assert "--seeds 0,1,2 " in proc.stdout and "--resamples 1000 " in proc.stdout
 
 
-def _complete(workdir: Path, *args: str) -> None:
-    """Create every output of the dry run of ``args`` (empty files) and mark them done (--touch)."""
-    proc = snakemake(workdir, "-n", *args)
-    for rule, paths in job_outputs(proc.stdout).items():
-        for p in paths:
-            path = workdir / p
-            if rule == "synth":
-                path.mkdir(parents=True, exist_ok=True)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text("")
-    snakemake(workdir, *args, "--touch")
-    assert job_counts(snakemake(workdir, "-n", *args).stdout) == {}
-
-
 def test_adding_seeds_to_a_complete_run_schedules_only_the_new_seeds(workdir):
-    _complete(workdir, *SMOKE)                                   # seed 0, every cell, complete
+    complete_outputs(workdir, *SMOKE)                                   # seed 0, every cell, complete
     # (--config replaces the profile's `config:`, so profile=smoke is repeated)
     proc = snakemake(workdir, "-n", *SMOKE, "--config", "profile=smoke", "seeds=[0,1,2]")
     counts = job_counts(proc.stdout)
@@ -92,7 +77,7 @@ def test_adding_seeds_to_a_complete_run_schedules_only_the_new_seeds(workdir):
     # tests/pipeline/test_seed_reports_run.py shows a real run rerendering them, params changed)
     reports = ("reports/significance.md", "reports/proposals.md", "reports/ablations.md")
     runs = [BASE, BASE_RPN, *VARIANTS]
-    _complete(workdir, *SMOKE, *[f"results/{'' if s == 0 else f'seed{s}/'}{c}/metrics.json"
+    complete_outputs(workdir, *SMOKE, *[f"results/{'' if s == 0 else f'seed{s}/'}{c}/metrics.json"
                                  for c in runs for s in (0, 1)])
     proc = snakemake(workdir, "-n", *SMOKE, *reports, "--config", "profile=smoke",
                      "seed_reports={seeds: [0, 1, 2], pairs: [voc0712-faster_rcnn-vgg16-rpn]}")

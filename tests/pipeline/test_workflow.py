@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from conftest import job_counts, job_outputs, snakemake
+from conftest import complete_outputs, job_counts, job_outputs, snakemake
 
 from klrpn.config import list_cells
 
@@ -108,22 +108,8 @@ def test_figure3_cells_must_match_their_role(workdir):
     assert proc.returncode != 0 and "figure3.rpn" in proc.stdout + proc.stderr
 
 
-def _make_all_outputs(workdir: Path) -> None:
-    """Create every output of the smoke DAG (empty files) and mark them up to date with --touch."""
-    proc = snakemake(workdir, "-n", "--profile", "workflow/profiles/smoke")
-    for rule, paths in job_outputs(proc.stdout).items():
-        for p in paths:
-            path = workdir / p
-            if rule == "synth":
-                path.mkdir(parents=True, exist_ok=True)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text("")
-    snakemake(workdir, "--profile", "workflow/profiles/smoke", "--touch")
-
-
 def test_second_run_is_a_no_op_and_one_cell_change_reruns_one_cell(workdir):
-    _make_all_outputs(workdir)
+    complete_outputs(workdir, "--profile", "workflow/profiles/smoke")
     proc = snakemake(workdir, "-n", "--profile", "workflow/profiles/smoke")
     assert job_counts(proc.stdout) == {}, proc.stdout[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr
