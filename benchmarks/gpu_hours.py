@@ -14,6 +14,7 @@ KL-RPN heads cost the same, and all cells train at short side 600 (R-FCN: 400-80
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -35,25 +36,23 @@ def matching_rows(rows: list[dict], cfg: dict) -> list[dict]:
 
 
 def table(rows: list[dict], params: str | None = None) -> list[dict]:
+    cfg_of = functools.cache(lambda cell: load_cell(cell, "paper", params))  # each cell once
     out = []
-    for cell in list_cells(params):
-        cfg = load_cell(cell["id"], "paper", params)
+    for cell in (c["id"] for c in list_cells(params)):
+        cfg = cfg_of(cell)
         m, d, sched = cfg["model"], cfg["dataset"], cfg["train"]["schedule"]
         if sched["unit"] != "epoch":
-            raise SystemExit(f"{cell['id']}: schedule in {sched['unit']}s, expected epochs")
-        # this cell's own rows first, then same detector and backbone, same dataset first
-        def rank(r):
-            other = load_cell(r["cell"], "paper", params)
-            return (r["cell"] == cell["id"], other["dataset"]["name"] == d["name"], r["images_per_s"])
+            raise SystemExit(f"{cell}: schedule in {sched['unit']}s, expected epochs")
+        # rows of the same detector and backbone; this cell's own first, then same dataset
         family = [r for r in matching_rows(rows, cfg)
-                  if (load_cell(r["cell"], "paper", params)["model"]["detector"],
-                      load_cell(r["cell"], "paper", params)["model"]["backbone"])
+                  if (cfg_of(r["cell"])["model"]["detector"], cfg_of(r["cell"])["model"]["backbone"])
                   == (m["detector"], m["backbone"])]
-        best = max(family, key=rank, default=None)
+        best = max(family, default=None, key=lambda r: (
+            r["cell"] == cell, cfg_of(r["cell"])["dataset"]["name"] == d["name"], r["images_per_s"]))
         source = best["cell"] if best else None
         images = sched["length"] * TRAIN_IMAGES[d["name"]] * (2 if cfg["input"]["flip"] else 1)
         ips = best["images_per_s"] if best else None
-        out.append({"cell": cell["id"], "table": cfg["table"], "epochs": sched["length"],
+        out.append({"cell": cell, "table": cfg["table"], "epochs": sched["length"],
                     "train_images": TRAIN_IMAGES[d["name"]], "images_processed": images,
                     "images_per_s": ips, "measured_on": source,
                     "hours": None if ips is None else images / ips / 3600})
