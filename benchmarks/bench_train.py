@@ -12,13 +12,19 @@ untrained ResNets get ``common.tame_untrained_resnet`` so that their activations
 inherits another's cuDNN autotuning or allocator cache), and prints the ratios after / before:
 - ``before``: the training loop before issue 11: batches padded to a multiple of 32
   (torchvision's default), no cuDNN autotuning (the loop never enabled it), losses read on the
-  host right after the forward pass (one device synchronisation per step), NCHW;
+  host right after the forward pass (one device synchronisation per step), NCHW, and the
+  model's host-side work as it was (``--legacy-ops``: torchvision's FrozenBatchNorm2d and the
+  RPN losses' boolean-mask reads, see ``bench_host_ops.py``);
 - ``before-bench``: the same with cuDNN autotuning on, the configuration in which issue 11's
   starting figures were measured (``--cudnn-benchmark`` of this script then);
 - ``after``: the cell's own settings (``input.pad_multiple``, ``train.cudnn_benchmark``,
   ``train.channels_last``) and the loop's late loss read;
-- ``after+cl``: ``after`` in channels-last layout.
+- ``after+cl``: ``after`` in channels-last layout;
+- ``after-nobench``: ``after`` with cuDNN autotuning off (for VGG-16, whose cell turns it on).
 ``--variants`` picks which (default: ``before,before-bench,after``).
+``--trace FILE`` profiles five more steps after the timed ones (torch.profiler, CPU and CUDA)
+and writes the operations' table by self device time and by host time to FILE (with
+``--compare``, FILE's name gets each variant's label: ``trace_after.txt``).
 ``--max-seconds`` ends the timed steps early (the whole-run average is over the steps done).
 
 Examples:
@@ -80,6 +86,9 @@ def parse_args(argv=None):
                    help="override train.channels_last")
     p.add_argument("--eager-loss-read", action="store_true",
                    help="read the losses right after the forward pass (the loop before issue 11)")
+    p.add_argument("--legacy-ops", action="store_true",
+                   help="the model's host-side work before issue 11 (bench_host_ops.as_before)")
+    p.add_argument("--trace", default=None, help="profile 5 steps after the timed ones into FILE")
     p.add_argument("--max-seconds", type=float, default=None, help="stop timing after this long")
     p.add_argument("--compare", action="store_true", help="before vs after, one process each")
     p.add_argument("--variants", default="before,before-bench,after",
@@ -172,13 +181,35 @@ class GpuSampler:
 
 VARIANTS = {
     "before": ["--pad-multiple", "32", "--cudnn-benchmark", "off", "--channels-last", "off",
-               "--eager-loss-read"],
+               "--eager-loss-read", "--legacy-ops"],
     "before-bench": ["--pad-multiple", "32", "--cudnn-benchmark", "on", "--channels-last", "off",
-                     "--eager-loss-read"],
+                     "--eager-loss-read", "--legacy-ops"],
     "after": [],
     "after+cl": ["--channels-last", "on"],
+    "after-nobench": ["--cudnn-benchmark", "off"],
 }
 BEFORE = ("before", "before-bench")
+
+
+def write_trace(path: Path, step, sync, device: torch.device, steps: int = 5) -> None:
+    """torch.profiler over ``steps`` training steps: the 25 busiest operations by self device
+    time (CUDA) and by host time, as two tables in ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync()
+    averages = prof.key_averages()
+    tables = []
+    if device.type == "cuda":
+        tables.append(f"# {steps} steps, by self device time\n"
+                      + averages.table(sort_by="self_device_time_total", row_limit=25))
+    tables.append(f"# {steps} steps, by host time\n"
+                  + averages.table(sort_by="self_cpu_time_total", row_limit=25))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("\n\n".join(tables) + "\n")
 
 
 def compare(argv: list[str], args) -> int:
@@ -193,7 +224,7 @@ def compare(argv: list[str], args) -> int:
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown or not set(names) & set(BEFORE) or not set(names) - set(BEFORE):
         raise SystemExit(f"bench_train: --variants {args.variants!r}: pick at least one of "
-                         f"{', '.join(BEFORE)} and one of after, after+cl")
+                         f"{', '.join(BEFORE)} and one of after, after+cl, after-nobench")
     rows = {}
     for name in names:
         cmd = [sys.executable, __file__, *base, *VARIANTS[name], "--label", name]
@@ -238,6 +269,10 @@ def main(argv=None) -> int:
     batch = args.batch_size or t["batch_size"] // max(1, t["gpus"])
     train.seed_everything(args.seed)
     model = tame_untrained_resnet(build_model(cfg, load_pretrained=False)).to(device)
+    if args.legacy_ops:
+        from bench_host_ops import as_before
+
+        as_before(model)
     channels_last = bool(t["channels_last"]) and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -290,6 +325,7 @@ def main(argv=None) -> int:
         elapsed = time.perf_counter() - start
     if pending is not None:
         losses.append(pending.read()[-1])
+        pending = None
     result = {
         "label": args.label, "cell": args.cell, "profile": args.profile,
         "device": device_name(device), "amp": args.amp, "batch": batch,
@@ -306,8 +342,15 @@ def main(argv=None) -> int:
         "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
         "threads": torch.get_num_threads(), "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "channels_last": channels_last, "eager_loss_read": args.eager_loss_read,
+        "legacy_ops": args.legacy_ops,
         "torch": str(torch.__version__),
     }
+    if args.trace:  # after the result: its steps count in neither the timings nor the losses
+        trace = Path(args.trace)
+        if args.label:  # one file per --compare variant
+            trace = trace.with_name(f"{trace.stem}_{args.label}{trace.suffix}")
+        write_trace(trace, step, sync, device)
+        result["trace"] = str(trace)
     line = json.dumps(result)
     print(line)
     if args.json:

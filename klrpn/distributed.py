@@ -9,6 +9,7 @@ Started under ``torchrun`` directly, the job uses the devices it was given as th
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -52,6 +53,17 @@ def init(world: World, device: torch.device) -> None:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def no_per_step_buffer_sync() -> dict:
+    """``DistributedDataParallel`` keyword arguments that sync the model's buffers once, when
+    it wraps the model, and not again before every forward pass (DDP's default). The
+    detectors' only buffers are frozen BatchNorm statistics, which never change: the per-step
+    broadcast would be a collective per step for nothing, and it writes into the buffers behind
+    their version counters, which ``FoldedFrozenBatchNorm2d`` relies on. ``forward_sync_buffers``
+    replaces ``broadcast_buffers`` in newer torch releases."""
+    ddp_args = inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers" if "forward_sync_buffers" in ddp_args else "broadcast_buffers": False}
 
 
 def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:

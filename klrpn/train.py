@@ -645,7 +645,8 @@ def run_cell(cfg: dict, out_dir: Path, device: torch.device, world: World,
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         if world.size > 1:
             model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                **dist_utils.no_per_step_buffer_sync())
         per_rank = t["batch_size"] // world.size
 
         def make_batches(start_iter: int):

@@ -7,15 +7,16 @@ import statistics
 import time
 
 import torch
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 
 def count_parameters(model: torch.nn.Module) -> int:
     """All parameters, trainable and frozen, plus the affine weight/bias of frozen batch norms
-    (torchvision's ``FrozenBatchNorm2d`` keeps them as buffers; the paper's code had them as
-    parameters). Running statistics are not counted."""
+    (torchvision's ``FrozenBatchNorm2d`` and its subclasses keep them as buffers; the paper's
+    code had them as parameters). Running statistics are not counted."""
     total = sum(p.numel() for p in model.parameters())
     for module in model.modules():
-        if type(module).__name__ == "FrozenBatchNorm2d":
+        if isinstance(module, FrozenBatchNorm2d):
             total += module.weight.numel() + module.bias.numel()
     return int(total)
 

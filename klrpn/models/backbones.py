@@ -7,7 +7,8 @@
 
 ``width`` scales every channel count (the smoke profile's toy models are the same families at
 1/8 width); at width 1 the modules and parameter names equal torchvision's, so its ImageNet
-weights load. All ResNet BatchNorms are frozen (baseline TRAIN.BN_TRAIN = False).
+weights load. All ResNet BatchNorms are frozen (baseline TRAIN.BN_TRAIN = False) and apply a
+per-channel scale and shift computed once (:class:`FoldedFrozenBatchNorm2d`).
 
 ``caffe=True`` builds the caffe ResNet the baseline's caffe-converted weights belong to
 (jwyang/faster-rcnn.pytorch lib/model/faster_rcnn/resnet.py): a downsampling bottleneck strides
@@ -42,6 +43,32 @@ def width_init_scale(width: float) -> float:
     1 at full width (the baseline's values exactly). Without it a 1/8-width model's fc layers
     start sqrt(8) times too small per layer and its classifier barely learns in a smoke run."""
     return width ** -0.5
+
+
+class FoldedFrozenBatchNorm2d(FrozenBatchNorm2d):
+    """torchvision's ``FrozenBatchNorm2d`` that computes its scale ``w / sqrt(var + eps)`` and
+    shift ``b - mean * scale`` once, not on every call: 2 kernels per forward instead of 11
+    (about 900 fewer per ResNet-101 forward pass, a third of a training step's operations; on a
+    GPU each is a launch the host pays for). The same operations on the same buffers as
+    torchvision's forward, so outputs and gradients are bit-identical. The cached pair is
+    recomputed whenever a buffer is replaced (``.to()``, ``load_state_dict`` into a new tensor)
+    or changed in place (``load_state_dict``, ``copy_``, ``fill_``): it is keyed on the buffer
+    objects, which it holds, and their version counters. Writes that bypass version counters
+    (through ``.data``) are not seen; nothing in klrpn makes them."""
+
+    _folded: tuple | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        buffers = (self.weight, self.bias, self.running_mean, self.running_var)
+        key = (buffers, tuple(t._version for t in buffers), self.eps)
+        cached = self._folded
+        if (cached is None or cached[1] != key[1] or cached[2] != key[2]
+                or any(a is not b for a, b in zip(cached[0], buffers))):
+            w, b, rm, rv = (t.reshape(1, -1, 1, 1) for t in buffers)
+            scale = w * (rv + self.eps).rsqrt()
+            self._folded = cached = (*key, scale, b - rm * scale)
+        scale, shift = cached[3], cached[4]
+        return x * scale + shift
 
 
 class VGG16(nn.Module):
@@ -87,11 +114,11 @@ class ResNet101(ResNet):
     def __init__(self, *, width: float = 1.0, blocks: tuple[int, ...] = (3, 4, 23, 3),
                  dilate_layer4: bool = False, caffe: bool = False):
         nn.Module.__init__(self)  # ResNet.__init__ fixes the widths; build the same modules here
-        self._norm_layer = FrozenBatchNorm2d
+        self._norm_layer = FoldedFrozenBatchNorm2d
         self.groups, self.base_width, self.dilation = 1, 64, 1
         self.inplanes = scaled(64, width)
         self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = FrozenBatchNorm2d(self.inplanes)
+        self.bn1 = FoldedFrozenBatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(Bottleneck, scaled(64, width), blocks[0])

@@ -79,6 +79,42 @@ def test_baseline_loss_hand_computed():
     assert losses["loss_rpn_reg"].item() == pytest.approx((1 - 1 / 18 + 0.5 * 0.0025 * 9) / 2, abs=1e-7)
 
 
+def _masked_reference(kind, pred, gt, pos, neg):
+    """The losses as written before issue 11: reads through boolean masks."""
+    from klrpn.losses import kl_neg_loss, kl_pos_loss
+
+    if kind == "rpn":
+        logits, deltas, sampled = pred["logits"].reshape(-1, 2), pred["deltas"].reshape(-1, 4), pos | neg
+        return [torch.nn.functional.cross_entropy(logits[sampled], pos[sampled].long()),
+                torch.nn.functional.smooth_l1_loss(deltas[pos], gt[pos], beta=1 / 9, reduction="sum")
+                / sampled.sum().clamp(min=1)]
+    mu, log_var = pred["deltas"].reshape(-1, 4), pred["log_var"].reshape(-1, 4)
+    return [(kl_pos_loss(mu[pos], log_var[pos], gt[pos], 0.5).sum()
+             + kl_neg_loss(mu[neg], log_var[neg], 0.5, 1 / 3).sum()) / (pos | neg).sum().clamp(min=1)]
+
+
+@pytest.mark.parametrize("kind", ["rpn", "klrpn"])
+def test_losses_equal_masked_reads_bit_for_bit_with_one_sync_per_mask(kind, dispatched):
+    g = torch.Generator().manual_seed(3)
+    m = 2 * 300  # two images' anchors
+    names = ["logits", "deltas"] if kind == "rpn" else ["deltas", "log_var"]
+    pred = {k: torch.randn(2, 300, 2 if k == "logits" else 4, generator=g) for k in names}
+    gt = torch.randn(m, 4, generator=g)
+    label = torch.randint(-1, 2, (m,), generator=g)
+    pos, neg = label == 1, label == 0
+    ours = {k: v.clone().requires_grad_(True) for k, v in pred.items()}
+    with dispatched() as ops:
+        losses = list(_rpn(kind).compute_loss(ours, gt, pos, neg).values())
+        sum(losses).backward()
+    ref = {k: v.clone().requires_grad_(True) for k, v in pred.items()}
+    ref_losses = _masked_reference(kind, ref, gt, pos, neg)
+    sum(ref_losses).backward()
+    assert all(torch.equal(a, b) for a, b in zip(losses, ref_losses))
+    assert all(torch.equal(ours[k].grad, ref[k].grad) for k in names)
+    # one nonzero per mask read (sampled and positive; positive and negative), none masked
+    assert ops.names.count("nonzero") == 2 and ops.mask_reads == 0
+
+
 def test_assignment_thresholds_best_anchor_and_cross_boundary():
     rpn = _rpn("klrpn")
     anchors = [torch.tensor([
