@@ -24,8 +24,9 @@ a GPU run. A boolean-mask write of one value (``x[mask] = 0``) is not one: ATen 
     PYTHONPATH=benchmarks .venv/bin/python benchmarks/bench_host_ops.py --profile paper \
         --synthetic --width 0.25 [--cells C ...] [--steps 2] [--sites 8]
 
-Prints one JSON line per cell: per step, operations and sync points before and after, their
-ratios, and the busiest sync sites after.
+Prints one JSON line per cell: per step, operations (all, and those that are not views: views
+only relabel a tensor's memory and launch nothing on a GPU) and sync points before and after,
+their ratios, and the busiest sync sites after.
 """
 
 from __future__ import annotations
@@ -71,11 +72,12 @@ class HostWork(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.ops = 0
+        self.ops = self.non_views = 0
         self.syncs: Counter = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops += 1
+        self.non_views += not (func.is_view or func.overloadpacket.__name__ == "_unsafe_view")
         if self.syncs_host(str(func), args):
             self.syncs[call_site()] += 1
         return func(*args, **(kwargs or {}))
@@ -191,8 +193,9 @@ def bench_cell(cell: str, args) -> dict:
         "cell": cell, "profile": args.profile, "width": cfg["model"]["width"],
         "images_per_step": len(data[0][0]), "steps": args.steps,
         "ops_before": per(wb.ops), "ops_after": per(wa.ops),
+        "non_view_ops_before": per(wb.non_views), "non_view_ops_after": per(wa.non_views),
         "syncs_before": per(sum(wb.syncs.values())), "syncs_after": per(sum(wa.syncs.values())),
-        "ops_ratio": round(wa.ops / wb.ops, 3),
+        "ops_ratio": round(wa.ops / wb.ops, 3), "non_view_ops_ratio": round(wa.non_views / wb.non_views, 3),
         "syncs_ratio": round(sum(wa.syncs.values()) / max(sum(wb.syncs.values()), 1), 3),
         "identical": identical,
         "sync_sites_after": {k: per(v) for k, v in wa.syncs.most_common(args.sites)},

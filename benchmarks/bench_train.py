@@ -14,7 +14,8 @@ inherits another's cuDNN autotuning or allocator cache), and prints the ratios a
   (torchvision's default), no cuDNN autotuning (the loop never enabled it), losses read on the
   host right after the forward pass (one device synchronisation per step), NCHW, and the
   model's host-side work as it was (``--legacy-ops``: torchvision's FrozenBatchNorm2d and the
-  RPN losses' boolean-mask reads, see ``bench_host_ops.py``);
+  RPN losses' boolean-mask reads, see ``bench_host_ops.py``), batches in pageable memory
+  (``--pageable``; the loader now pins them for a CUDA run);
 - ``before-bench``: the same with cuDNN autotuning on, the configuration in which issue 11's
   starting figures were measured (``--cudnn-benchmark`` of this script then);
 - ``after``: the cell's own settings (``input.pad_multiple``, ``train.cudnn_benchmark``,
@@ -88,6 +89,9 @@ def parse_args(argv=None):
                    help="read the losses right after the forward pass (the loop before issue 11)")
     p.add_argument("--legacy-ops", action="store_true",
                    help="the model's host-side work before issue 11 (bench_host_ops.as_before)")
+    p.add_argument("--pageable", action="store_true",
+                   help="batches in pageable memory (the loader before issue 11; a CUDA run's "
+                        "loader now pins them)")
     p.add_argument("--trace", default=None, help="profile 5 steps after the timed ones into FILE")
     p.add_argument("--max-seconds", type=float, default=None, help="stop timing after this long")
     p.add_argument("--compare", action="store_true", help="before vs after, one process each")
@@ -142,13 +146,13 @@ def random_batches(cfg: dict, batch: int, size: str, seed: int):
         yield images, targets
 
 
-def dataset_batches(cfg: dict, batch: int, seed: int):
+def dataset_batches(cfg: dict, batch: int, seed: int, pin_memory: bool = False):
     from klrpn.data import build_dataset, build_train_loader
 
     dataset = build_dataset(cfg, "train", train=True)
     return iter(build_train_loader(dataset, batch_size=batch, seed=seed,
                                    aspect_grouping=cfg["train"]["aspect_grouping"],
-                                   num_workers=cfg["train"]["num_workers"]))
+                                   num_workers=cfg["train"]["num_workers"], pin_memory=pin_memory))
 
 
 class GpuSampler:
@@ -181,9 +185,9 @@ class GpuSampler:
 
 VARIANTS = {
     "before": ["--pad-multiple", "32", "--cudnn-benchmark", "off", "--channels-last", "off",
-               "--eager-loss-read", "--legacy-ops"],
+               "--eager-loss-read", "--legacy-ops", "--pageable"],
     "before-bench": ["--pad-multiple", "32", "--cudnn-benchmark", "on", "--channels-last", "off",
-                     "--eager-loss-read", "--legacy-ops"],
+                     "--eager-loss-read", "--legacy-ops", "--pageable"],
     "after": [],
     "after+cl": ["--channels-last", "on"],
     "after-nobench": ["--cudnn-benchmark", "off"],
@@ -284,7 +288,8 @@ def main(argv=None) -> int:
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     params = [p for p in model.parameters() if p.requires_grad]
     batches = (random_batches(cfg, batch, args.image_size, args.seed) if args.data == "random"
-               else dataset_batches(cfg, batch, args.seed))
+               else dataset_batches(cfg, batch, args.seed,
+                                    pin_memory=device.type == "cuda" and not args.pageable))
     losses, pending = [], None
 
     def step():
@@ -342,7 +347,8 @@ def main(argv=None) -> int:
         "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
         "threads": torch.get_num_threads(), "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "channels_last": channels_last, "eager_loss_read": args.eager_loss_read,
-        "legacy_ops": args.legacy_ops,
+        "legacy_ops": args.legacy_ops, "pinned_batches": args.data == "dataset" and device.type == "cuda"
+        and not args.pageable,
         "torch": str(torch.__version__),
     }
     if args.trace:  # after the result: its steps count in neither the timings nor the losses

@@ -5,7 +5,8 @@
 #   bench_train.jsonl  bench_train.py: before/after runs per cell and their ratios (issue 11)
 #   trace_*_VARIANT.txt  torch.profiler tables of five R-FCN / VGG-16 steps per variant
 #   bench_eval.jsonl   bench_eval.py: two forward passes per test image vs one (issue 11)
-#   pytest_cuda.log    tests that run on CUDA when present (fp32 box geometry under bf16, issue 8)
+#   pytest_cuda.log    tests that run on CUDA when present (fp32 box geometry under bf16, issue 8;
+#                      page-locked training batches, issue 11)
 #
 #   bash benchmarks/gpu_checks.sh OUT_DIR
 # Needs: python3 with torch/torchvision (CUDA), and this package's dependencies (on the lent
@@ -30,13 +31,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $py -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'gpus', torch.cuda.device_count())"
 $py -m klrpn.cli data synth --root synthetic
 
-step "1. CUDA tests: fp32 box geometry under bf16 autocast (issue 8)"
-timeout 180 $py -m pytest -q -p no:cacheprovider tests/models/test_fp32_geometry.py -k cuda \
+step "1. CUDA tests: fp32 box geometry under bf16 autocast (issue 8), pinned batches (issue 11)"
+timeout 180 $py -m pytest -q -p no:cacheprovider tests/models/test_fp32_geometry.py \
+  tests/data/test_sampler.py -k cuda \
   > "$out/pytest_cuda.log" 2>&1; echo "pytest exit $?"; tail -n 3 "$out/pytest_cuda.log"
 
 step "2. training throughput, paper cells at full width, 600 px, bf16, before vs after (issue 11)"
 # before: padding 32, losses read at once, torchvision's FrozenBatchNorm2d and masked-read RPN
-# losses (--legacy-ops); before-bench: the same with cuDNN autotuning (the issue's figures)
+# losses (--legacy-ops), pageable batches; before-bench: the same with cuDNN autotuning (the
+# issue's figures)
 bench coco-faster_rcnn-resnet101-klrpn 10 before,after
 bench coco-faster_rcnn-vgg16-klrpn 10 before-bench,after,after-nobench,after+cl \
   --trace "$out/trace_coco-vgg16.txt"

@@ -653,7 +653,7 @@ def run_cell(cfg: dict, out_dir: Path, device: torch.device, world: World,
             return build_train_loader(dataset, batch_size=per_rank, seed=cfg["seed"],
                                       rank=world.rank, world_size=world.size,
                                       start_iter=start_iter, aspect_grouping=t["aspect_grouping"],
-                                      num_workers=t["num_workers"])
+                                      num_workers=t["num_workers"], pin_memory=device.type == "cuda")
 
         settings = LoopSettings(max_iter=max_iter, checkpoint_every=t["checkpoint_every"],
                                 grad_clip_norm=t["grad_clip_norm"], amp_dtype=dtype,

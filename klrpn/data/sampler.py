@@ -92,11 +92,15 @@ def collate(batch: list) -> tuple[list, list]:
 
 
 def build_train_loader(dataset, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                       start_iter: int = 0, aspect_grouping: bool = True, num_workers: int = 0):
+                       start_iter: int = 0, aspect_grouping: bool = True, num_workers: int = 0,
+                       pin_memory: bool = False):
     """Endless iterable of ``(list[image [3, H, W]], list[target])`` batches for this rank;
     flips are drawn when ``dataset.flip`` is set, a training short side per batch from
     ``dataset.train_min_sizes`` (``target["train_size"]``). Workers keep the order (same
-    batches for any ``num_workers``).
+    batches for any ``num_workers``). ``pin_memory`` (for a CUDA run) returns the batches in
+    page-locked memory, so that their non-blocking copies to the GPU are asynchronous: from
+    pageable memory the host stages each image itself and waits whenever the staging buffer is
+    full, i.e. behind the GPU's queue.
 
     The loader has a generator of its own: without one, each ``iter(loader)`` draws its workers'
     base seed from the global torch RNG, so a resumed run (RNG restored, then a new iterator)
@@ -107,7 +111,8 @@ def build_train_loader(dataset, *, batch_size: int, seed: int, rank: int = 0, wo
                            min_sizes=getattr(dataset, "train_min_sizes", None))
     generator = torch.Generator().manual_seed(loader_seed(seed, rank, start_iter))
     return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
-                                       num_workers=num_workers, generator=generator)
+                                       num_workers=num_workers, generator=generator,
+                                       pin_memory=pin_memory)
 
 
 def loader_seed(seed: int, rank: int, start_iter: int) -> int:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pytest
+import torch
+
 from klrpn.config import load_cell
 from klrpn.data import build_dataset, build_train_loader
 from klrpn.data.sampler import TrainBatches, item_seed
@@ -50,6 +53,22 @@ def test_loader_yields_lists_and_workers_do_not_change_batches(synth_root, coco_
         assert [t["image_id"] for t in targets] == [t["image_id"] for t in wtargets]
         assert all((a == b).all() for a, b in zip(images, wimages))
         assert all((a["boxes"] == b["boxes"]).all() for a, b in zip(targets, wtargets))
+
+
+
+def test_loader_pins_batches_only_when_asked(synth_root, coco_cfg):
+    ds = build_dataset(coco_cfg(synth_root), "train", train=True)
+    assert build_train_loader(ds, batch_size=2, seed=0).pin_memory is False
+    assert build_train_loader(ds, batch_size=2, seed=0, pin_memory=True).pin_memory is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinning needs a CUDA device")
+def test_cuda_loader_batches_are_page_locked(synth_root, coco_cfg):
+    ds = build_dataset(coco_cfg(synth_root), "train", train=True)
+    for images, targets in take(build_train_loader(ds, batch_size=2, seed=0, pin_memory=True,
+                                                   num_workers=2), 2):
+        assert all(im.is_pinned() for im in images)
+        assert all(t["boxes"].is_pinned() and t["labels"].is_pinned() for t in targets)
 
 
 # --- the multi-scale draw of the VOC07 R-FCN cells --------------------------------------------
