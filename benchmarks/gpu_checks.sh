@@ -9,8 +9,15 @@
 #                      page-locked training batches, issue 11)
 #
 #   bash benchmarks/gpu_checks.sh OUT_DIR
-# Needs: python3 with torch/torchvision (CUDA), and this package's dependencies (on the lent
-# machines: jsonschema and pycocotools wheels carried in .whl/, installed by the caller).
+# Needs: python3 with torch/torchvision (CUDA), and this package's dependencies. The lent
+# machines have torch but no network: carry the other wheels in .whl/ (kept out of git by
+# .git/info/exclude), made here with
+#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --no-deps -d .whl \
+#     jsonschema jsonschema-specifications referencing rpds-py pycocotools
+# and installed there by the caller, before this script:
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+#   PYTHONPATH=/tmp/site bash benchmarks/gpu_checks.sh "$OUT"
 set -uo pipefail
 out=${1:?usage: gpu_checks.sh OUT_DIR}
 mkdir -p "$out"
