@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything this project checks on a GPU, in one short run (about 8 to 9 minutes on one H100; the
+# Everything this project checks on a GPU, in one short run (about 9 minutes on one H100, the most important first; the
 # device time per session is about 15 minutes, start-up included). Writes into OUT_DIR:
 #   gpu_checks.log     everything printed
 #   bench_train.jsonl  bench_train.py: before/after runs per cell and their ratios (issue 11)
@@ -38,12 +38,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $py -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'gpus', torch.cuda.device_count())"
 $py -m klrpn.cli data synth --root synthetic
 
-step "1. CUDA tests: fp32 box geometry under bf16 autocast (issue 8), pinned batches (issue 11)"
-timeout 180 $py -m pytest -q -p no:cacheprovider tests/models/test_fp32_geometry.py \
-  tests/data/test_sampler.py -k cuda \
-  > "$out/pytest_cuda.log" 2>&1; echo "pytest exit $?"; tail -n 3 "$out/pytest_cuda.log"
-
-step "2. training throughput, paper cells at full width, 600 px, bf16, before vs after (issue 11)"
+step "1. training throughput, paper cells at full width, 600 px, bf16, before vs after (issue 11)"
 # before: padding 32, losses read at once, torchvision's FrozenBatchNorm2d and masked-read RPN
 # losses (--legacy-ops), pageable batches; before-bench: the same with cuDNN autotuning (the
 # issue's figures)
@@ -52,11 +47,16 @@ bench coco-faster_rcnn-vgg16-klrpn 10 before-bench,after,after-nobench,after+cl 
   --trace "$out/trace_coco-vgg16.txt"
 bench coco-rfcn-resnet101-klrpn 10 before,after,after+cl --trace "$out/trace_coco-rfcn.txt"
 
-step "3. evaluation: two forward passes per test image vs one; the whole evaluation (issue 11)"
+step "2. evaluation: two forward passes per test image vs one; the whole evaluation (issue 11)"
 timeout 150 $py benchmarks/bench_eval.py --profile paper --synthetic --device cuda --images 15 \
   --cells coco-faster_rcnn-resnet101-klrpn voc07-rfcn-resnet101-klrpn \
   | tee "$out/bench_eval.jsonl"; echo "bench_eval exit ${PIPESTATUS[0]}"
 timeout 150 $py benchmarks/bench_eval.py --whole --rounds 1 --profile paper --synthetic --device cuda \
   --cells coco-faster_rcnn-resnet101-klrpn voc07-rfcn-resnet101-klrpn \
   | tee -a "$out/bench_eval.jsonl"; echo "bench_eval --whole exit ${PIPESTATUS[0]}"
+step "3. CUDA tests: fp32 box geometry under bf16 autocast (issue 8), pinned batches (issue 11)"
+timeout 180 $py -m pytest -q -p no:cacheprovider tests/models/test_fp32_geometry.py \
+  tests/data/test_sampler.py -k cuda \
+  > "$out/pytest_cuda.log" 2>&1; echo "pytest exit $?"; tail -n 3 "$out/pytest_cuda.log"
+
 step "done"
