@@ -287,9 +287,9 @@ def main(argv=None) -> int:
         raise SystemExit("--amp needs --device cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     params = [p for p in model.parameters() if p.requires_grad]
+    pinned = args.data == "dataset" and device.type == "cuda" and not args.pageable
     batches = (random_batches(cfg, batch, args.image_size, args.seed) if args.data == "random"
-               else dataset_batches(cfg, batch, args.seed,
-                                    pin_memory=device.type == "cuda" and not args.pageable))
+               else dataset_batches(cfg, batch, args.seed, pin_memory=pinned))
     losses, pending = [], None
 
     def step():
@@ -347,8 +347,7 @@ def main(argv=None) -> int:
         "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
         "threads": torch.get_num_threads(), "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "channels_last": channels_last, "eager_loss_read": args.eager_loss_read,
-        "legacy_ops": args.legacy_ops, "pinned_batches": args.data == "dataset" and device.type == "cuda"
-        and not args.pageable,
+        "legacy_ops": args.legacy_ops, "pinned_batches": pinned,
         "torch": str(torch.__version__),
     }
     if args.trace:  # after the result: its steps count in neither the timings nor the losses

@@ -56,18 +56,17 @@ class FoldedFrozenBatchNorm2d(FrozenBatchNorm2d):
     objects, which it holds, and their version counters. Writes that bypass version counters
     (through ``.data``) are not seen; nothing in klrpn makes them."""
 
-    _folded: tuple | None = None
+    _folded: tuple | None = None  # (buffers, (their versions, eps), scale, shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         buffers = (self.weight, self.bias, self.running_mean, self.running_var)
-        key = (buffers, tuple(t._version for t in buffers), self.eps)
-        cached = self._folded
-        if (cached is None or cached[1] != key[1] or cached[2] != key[2]
-                or any(a is not b for a, b in zip(cached[0], buffers))):
+        stamp = (tuple(t._version for t in buffers), self.eps)
+        if (self._folded is None or self._folded[1] != stamp
+                or any(a is not b for a, b in zip(self._folded[0], buffers))):
             w, b, rm, rv = (t.reshape(1, -1, 1, 1) for t in buffers)
             scale = w * (rv + self.eps).rsqrt()
-            self._folded = cached = (*key, scale, b - rm * scale)
-        scale, shift = cached[3], cached[4]
+            self._folded = (buffers, stamp, scale, b - rm * scale)
+        _, _, scale, shift = self._folded
         return x * scale + shift
 
 

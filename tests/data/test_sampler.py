@@ -55,7 +55,6 @@ def test_loader_yields_lists_and_workers_do_not_change_batches(synth_root, coco_
         assert all((a["boxes"] == b["boxes"]).all() for a, b in zip(targets, wtargets))
 
 
-
 def test_loader_pins_batches_only_when_asked(synth_root, coco_cfg):
     ds = build_dataset(coco_cfg(synth_root), "train", train=True)
     assert build_train_loader(ds, batch_size=2, seed=0).pin_memory is False

@@ -15,9 +15,11 @@ from klrpn import checkpoint as ckpt
 pytestmark = pytest.mark.slow
 
 
+TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
 def torchrun(toy_script, out, *args):
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             "--nproc_per_node=2", str(toy_script), str(out), "--max-iter", "8",
+    return subprocess.Popen([*TORCHRUN_2, str(toy_script), str(out), "--max-iter", "8",
                              "--checkpoint-every", "4", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -51,8 +53,6 @@ def test_sigterm_stops_both_ranks_at_one_step(tmp_path, toy_script):
     assert not (tmp_path / "model_final.pt").exists()
 
 
-
-
 DDP_SCRIPT = """
 import sys, torch, torch.distributed as dist
 from klrpn import distributed as dist_utils
@@ -81,9 +81,8 @@ def test_real_cell_under_ddp_syncs_buffers_only_when_wrapped(tmp_path, ddp_args,
     default does (seen here through a buffer that rank 1 changes after wrapping)."""
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", str(script), ddp_args],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*TORCHRUN_2, str(script), ddp_args], capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "rank 0: running_mean 0" in done.stdout
     assert f"rank 1: running_mean {rank1_mean}" in done.stdout
