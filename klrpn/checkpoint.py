@@ -17,7 +17,6 @@ never a truncated checkpoint under a real name.
 from __future__ import annotations
 
 import errno
-import os
 import random
 import re
 import shutil
@@ -26,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from klrpn.atomic import atomic_output, remove_partials
+from klrpn.layout import CKPT_DIR, FINAL_NAME
+
 KEEP_LAST = 3  # periodic checkpoints kept per run (older ones are deleted)
-FINAL_NAME = "model_final.pt"
-CKPT_DIR = "checkpoints"
 _CKPT_RE = re.compile(r"^iter_(\d{7,})\.pt$")
 
 
@@ -44,18 +44,11 @@ def atomic_save(obj, path: Path | str) -> Path:
     """``torch.save`` to a temporary sibling, fsync, then rename over ``path``. A write that
     fails for lack of space removes the partial file and raises :class:`DiskFullError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, Exception):
-            raise_if_disk_full(err, path, obj)
+        with atomic_output(path, fsync=True) as tmp:
+            torch.save(obj, tmp)
+    except Exception as err:
+        raise_if_disk_full(err, path, obj)
         raise
     return path
 
@@ -117,8 +110,9 @@ def find_latest(out_dir: Path | str) -> Path | None:
 def clean_partial(out_dir: Path | str) -> None:
     """Delete temporary files a killed writer left behind."""
     for folder in (Path(out_dir), Path(out_dir) / CKPT_DIR):
+        remove_partials(folder)
         if folder.is_dir():
-            for p in folder.glob(".*.tmp-*"):
+            for p in folder.glob(".*.tmp-*"):   # the temporary names of older klrpn versions
                 p.unlink(missing_ok=True)
 
 

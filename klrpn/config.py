@@ -28,8 +28,9 @@ from typing import Any
 import jsonschema
 import yaml
 
+from klrpn.layout import CELLS_INDEX
+
 PROFILES_DIR = "profiles"
-CELLS_INDEX = "cells.yaml"
 ABLATIONS_INDEX = "ablations.yaml"
 ABLATIONS_DIR = "ablations"
 VARIANT_SEP = "--"
@@ -99,16 +100,6 @@ def list_variants(params_dir: str | os.PathLike | None = None) -> list[dict]:
             raise ParamsError(f"{path}: key 'variants[{i}].id': {v['id']!r} is listed twice")
         seen.add(v["id"])
     return variants
-
-
-def run_dir(results: str | os.PathLike, cell: str, seed: int = 0) -> Path:
-    """The folder of one training run: ``<results>/<cell>`` for seed 0 (the paper's single run,
-    so the paper DAG keeps its paths) and ``<results>/seed<N>/<cell>`` for seed N > 0.
-    ``cell`` is a cell or variant id."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    root = Path(results)
-    return root / cell if seed == 0 else root / f"seed{seed}" / cell
 
 
 def load_cell(cell_id: str, profile: str = "paper",

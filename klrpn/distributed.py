@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -96,26 +93,3 @@ def gather_objects(obj) -> list:
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
-
-
-def launch(nproc: int, argv: list[str], visible_devices: str | None) -> int:
-    """Run ``python -m klrpn.cli *argv`` under torchrun with ``nproc`` workers; forward
-    SIGTERM/SIGINT to it (torchrun passes them to the workers) and return its exit status."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "klrpn.cli", *argv]
-    env = dict(os.environ)
-    if visible_devices is not None:
-        env["CUDA_VISIBLE_DEVICES"] = visible_devices
-    proc = subprocess.Popen(cmd, env=env)
-    previous = {}
-
-    def forward(signum, _frame):
-        proc.send_signal(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, forward)
-    try:
-        return proc.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -12,95 +12,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import subprocess
 import statistics
 import time
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 from klrpn import checkpoint as ckpt
+from klrpn.atomic import atomic_write_json
 from klrpn.config import recipe_of
 from klrpn.data.download import sha256_of
+from klrpn.data.files import annotation_files
+from klrpn.provenance import git_state, utc_now
 
 SCHEMA_VERSION = 2   # 2 added proposal_quality (issue 10); the schema still accepts version 1
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "metrics.schema.json"
 
 
-# --- provenance ---------------------------------------------------------------------------------
-
-def git_state(repo_dir: Path | str | None = None) -> dict:
-    """``{"git_commit": sha or None, "git_dirty": bool or None}`` of the checkout holding the
-    package. Dirty means tracked files differ from the commit (untracked files are ignored:
-    data/ and results/ live in the checkout)."""
-    repo_dir = Path(repo_dir or Path(__file__).resolve().parents[1])
-
-    def git(*args):
-        return subprocess.run(["git", "-C", str(repo_dir), *args], capture_output=True,
-                              text=True, timeout=30, check=True).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_dirty": None}
-    return {"git_commit": commit, "git_dirty": dirty}
-
-
-def hardware(device: torch.device, world_size: int = 1) -> str:
-    """E.g. ``"4 x NVIDIA H100 80GB HBM3"`` or ``"cpu: <model>, 2 threads"``."""
-    from klrpn.metrics.model_stats import device_name
-
-    name = device_name(device)
-    return f"{world_size} x {name}" if world_size > 1 else name
-
-
-def provenance_at_train(device: torch.device, world_size: int, amp: torch.dtype | None) -> dict:
-    """What ``model_final.pt`` records about how it was trained."""
-    import torchvision
-
-    return {**git_state(), "hardware": hardware(device, world_size), "world_size": world_size,
-            "amp": str(amp).replace("torch.", "") if amp is not None else "off",
-            "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # --- dataset manifest ---------------------------------------------------------------------------
-
-def annotation_files(cfg: dict, sets=None) -> list[tuple[str, Path]]:
-    """``[(path relative to dataset.root, path)]`` of the annotation files of ``sets`` (default:
-    the train and test sets). COCO: ``annotations/instances_<set>.json`` (``image_info_<set>.json``
-    for test sets).
-    VOC: each ``VOC<year>/ImageSets/Main/<set>.txt`` and every ``Annotations/<id>.xml`` it lists."""
-    from klrpn.data.coco import coco_paths
-    from klrpn.data.voc import parse_image_set
-
-    d = cfg["dataset"]
-    root = Path(d["root"])
-    sets = list(dict.fromkeys([*d["train"], d["test"]] if sets is None else sets))
-    files: dict[str, Path] = {}
-    for name in sets:
-        if d["format"] == "coco":
-            paths = [coco_paths(root, name)[0]]
-        else:
-            year, image_set = parse_image_set(name)
-            base = root / f"VOC{year}"
-            listing = base / "ImageSets" / "Main" / f"{image_set}.txt"
-            if not listing.is_file():
-                raise FileNotFoundError(f"{listing}: VOC image set not found (dataset.root)")
-            paths = [listing] + [base / "Annotations" / f"{s}.xml" for s in listing.read_text().split()]
-        for p in paths:
-            if not p.is_file():
-                raise FileNotFoundError(f"{p}: annotation file not found (dataset.root {root})")
-            files[p.relative_to(root).as_posix()] = p
-    return sorted(files.items())
-
 
 def manifest_sha256(cfg: dict) -> str:
     """sha256 of the lines ``"<relative path>\\t<sha256 of the file>\\n"`` over
@@ -197,10 +127,7 @@ def plain(x):
 
 
 def write_json(path: Path, doc) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, doc)
 
 
 def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dict,
@@ -276,9 +203,10 @@ def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | No
                   params_dir=None, device: str | None = None, progress: bool = True,
                   seed: int | None = None, log=print) -> dict:
     """Evaluate the trained cell in ``out_dir`` (default ``results/CELL``, or
-    ``klrpn.config.run_dir("results", CELL, seed)`` with ``seed``, which overrides the params'
+    ``klrpn.layout.run_dir("results", CELL, seed)`` with ``seed``, which overrides the params'
     seed as in training); write and return its metrics document."""
-    from klrpn.config import load_cell, run_dir
+    from klrpn.config import load_cell
+    from klrpn.layout import run_dir
     from klrpn.data import build_dataset
     from klrpn.metrics.model_stats import count_parameters
     from klrpn.metrics.proposal_quality import coco_gt_of, headline_recall, proposal_quality

@@ -88,6 +88,12 @@ def run_dir(results: str | os.PathLike, cell: str, seed: int = 0) -> Path:
     return Path(results) / f"{seed_dir(seed)}{cell}"
 
 
+def run_dir_pattern(results: str | os.PathLike) -> str:
+    """:func:`run_dir` as a Snakemake output pattern with wildcards ``{seeddir}``
+    (:func:`seed_dir` of the seed, constrained by :data:`SEED_DIR_PATTERN`) and ``{cell}``."""
+    return f"{Path(results).as_posix()}/{{seeddir}}{{cell}}"
+
+
 def run_file(results: str | os.PathLike, cell: str, seed: int, name: str) -> Path:
     """A file of one run, e.g. ``run_file("results", cell, 0, METRICS_NAME)``."""
     return run_dir(results, cell, seed) / name

@@ -22,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-LOCK_NAME = ".klrpn-train.lock"
+from klrpn.layout import RUN_LOCK as LOCK_NAME
+
 HELD_ENV = "KLRPN_RUN_LOCK_HELD"  # resolved output folder whose lock a parent process holds
 
 

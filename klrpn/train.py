@@ -14,19 +14,17 @@ Losses reach the host one step late so that reading them never makes the host wa
 device (:class:`PendingLosses`); numerics are unchanged.
 
 Iteration N means the N-th optimiser step; ``checkpoints/iter_N.pt`` holds the state after it.
-Rerunning :func:`train_cell` continues from the newest checkpoint: model, optimiser, scheduler,
+Rerunning :func:`fit` continues from the newest checkpoint: model, optimiser, scheduler,
 scaler, RNG states, and the loader replays its deterministic stream up to ``start_iter``.
+
+This module is training code of the run identity (:data:`klrpn.layout.TRAINING_CODE`): only what
+can change the learned weights lives here. Launching (device and GPU choice, torchrun, the run
+lock, stale runs) is :mod:`klrpn.launch`; logging and the stop flag are :mod:`klrpn.monitor`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import math
-import os
 import random
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,24 +35,8 @@ from torch import Tensor
 
 from klrpn import checkpoint as ckpt
 from klrpn import distributed as dist_utils
-from klrpn import runlock
 from klrpn.distributed import World
-from klrpn.identity import differences as identity_differences
-from klrpn.identity import run_identity
-
-SIGTERM_EXIT = 128 + signal.SIGTERM
-
-
-class DivergenceError(FloatingPointError):
-    """A loss term became NaN or infinite."""
-
-
-class TrainingInterrupted(RuntimeError):
-    """SIGTERM/SIGINT arrived; a checkpoint was written at ``iteration``."""
-
-    def __init__(self, iteration: int, path: Path | None):
-        super().__init__(f"interrupted at iteration {iteration}; checkpoint {path}")
-        self.iteration, self.path = iteration, path
+from klrpn.monitor import SIGTERM_EXIT, StopFlag, TrainingInterrupted, TrainLog, check_finite
 
 
 # --- optimiser and schedule ---------------------------------------------------------------------
@@ -145,105 +127,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# --- logging ------------------------------------------------------------------------------------
-
-class TrainLog:
-    """``train_log.csv`` (mandatory), TensorBoard events (when importable), a progress bar.
-    Only the main process writes. On resume, rows after ``start_iter`` (written by the
-    interrupted run after its last checkpoint) are dropped."""
-
-    def __init__(self, out_dir: Path, *, start_iter: int, max_iter: int, enabled: bool = True,
-                 progress: bool = True):
-        self.enabled = enabled
-        self.path = Path(out_dir) / "train_log.csv"
-        self.columns: list[str] | None = None
-        self.file = self.writer = self.tb = self.bar = None
-        if not enabled:
-            return
-        if self.path.exists():
-            self._truncate(start_iter)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start_iter + 1)
-        except ImportError:
-            self.tb = None
-        if progress:
-            from tqdm import tqdm
-            self.bar = tqdm(total=max_iter, initial=start_iter, unit="it", dynamic_ncols=True,
-                            mininterval=1.0 if sys.stderr.isatty() else 30.0)
-
-    def _truncate(self, start_iter: int) -> None:
-        with open(self.path, newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows:
-            return
-        self.columns = rows[0]
-        # a row cut short by a kill has fewer fields: dropped with those after the checkpoint
-        kept = [r for r in rows[1:] if len(r) == len(self.columns) and int(r[0]) <= start_iter]
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([self.columns] + kept)
-        os.replace(tmp, self.path)
-
-    def log(self, iteration: int, lr: float, losses: dict[str, float], images_per_s: float) -> None:
-        if not self.enabled:
-            return
-        row = {"iteration": iteration, "lr": lr, **losses, "images_per_s": images_per_s}
-        if self.file is None:
-            if self.columns is None:
-                self.columns = list(row)
-                new = True
-            else:
-                new = False
-                if set(self.columns) != set(row):
-                    raise ValueError(f"{self.path}: columns {self.columns} differ from this run's "
-                                     f"{list(row)}; use a fresh --out folder")
-            self.file = open(self.path, "a" if not new else "w", newline="")
-            self.writer = csv.DictWriter(self.file, fieldnames=self.columns)
-            if new:
-                self.writer.writeheader()
-        self.writer.writerow(row)
-        self.file.flush()
-        if self.tb is not None:
-            for key, value in row.items():
-                if key != "iteration":
-                    self.tb.add_scalar(f"train/{key}", value, iteration)
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{losses['total']:.4f}", lr=f"{lr:.2e}",
-                                 img_s=f"{images_per_s:.1f}", refresh=False)
-            self.bar.update(iteration - self.bar.n)
-
-    def close(self) -> None:
-        for thing in (self.file, self.tb, self.bar):
-            if thing is not None:
-                thing.close()
-
-
-# --- signals ------------------------------------------------------------------------------------
-
-class StopFlag:
-    """Set by SIGTERM (SLURM pre-emption) or SIGINT; the loop checkpoints and stops."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self) -> "StopFlag":
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, _frame) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 # --- the loop -----------------------------------------------------------------------------------
 
 @dataclass
@@ -267,18 +150,6 @@ def to_device(images, targets, device: torch.device):
     targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                 for k, v in t.items()} for t in targets]
     return images, targets
-
-
-def check_finite(names: list[str], values: list[float], iteration: int, out_dir: Path) -> None:
-    """Raise :class:`DivergenceError` naming the iteration and the first non-finite term."""
-    bad = [(n, v) for n, v in zip(names, values) if not math.isfinite(v)]
-    if bad:
-        name, value = bad[0]
-        latest = ckpt.find_latest(out_dir)
-        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written yet"
-        raise DivergenceError(f"training diverged at iteration {iteration}: loss term {name!r} is "
-                              f"{value} ({', '.join(f'{n}={v:.4g}' for n, v in zip(names, values))}); "
-                              f"stopped; {kept}")
 
 
 def save_checkpoint(out_dir: Path, iteration: int, model, optimizer, scheduler, scaler,
@@ -453,170 +324,13 @@ def fit(model, optimizer, scheduler, scaler, make_batches, *, out_dir: Path | st
     return final
 
 
-# --- one cell -----------------------------------------------------------------------------------
-
-def pick_device(cfg: dict, device: str | None) -> str:
-    """"cpu" or "cuda" for this cell: ``device`` if given, else CUDA when train.gpus > 0 and a
-    GPU is present."""
-    if device is not None:
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"--device {device}: CUDA is not available on this machine")
-        return device
-    return "cuda" if cfg["train"]["gpus"] > 0 and torch.cuda.is_available() else "cpu"
-
-
-def gpus_to_use(cfg: dict, available: int, log=print) -> int:
-    """How many GPUs (processes) to train on: the cell's ``train.gpus``, or fewer when the
-    machine has fewer (the global batch stays ``train.batch_size``)."""
-    wanted, batch = cfg["train"]["gpus"], cfg["train"]["batch_size"]
-    n = max(1, min(wanted, available))
-    if batch % n:
-        raise ValueError(f"train.batch_size {batch} cannot be split over the {n} GPU(s) available")
-    if n < wanted:
-        log(f"{cfg['cell']}: the cell asks for {wanted} GPUs, {available} available: training on "
-            f"{n} with {batch // n} image(s) each (global batch {batch} unchanged)")
-    return n
-
-
-def train_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None = None, *,
-               params_dir=None, device: str | None = None, amp: str | None = None,
-               restart_on_params_change: bool = False, seed: int | None = None,
-               log=print) -> int:
-    """Train one cell into ``out_dir`` (default ``results/CELL``, or
-    ``klrpn.config.run_dir("results", CELL, seed)`` with ``seed``); returns an exit status.
-    ``seed`` overrides the params' seed (:func:`klrpn.config.load_cell`).
-
-    Only one run may train into ``out_dir`` at a time (:mod:`klrpn.runlock`); a second one
-    fails at once with :class:`~klrpn.runlock.RunLockError`. Under torchrun, this process is
-    one worker. Otherwise it picks the device, claims GPUs
-    (:mod:`klrpn.gpu`) and either trains in this process (CPU or one GPU) or re-launches itself
-    under torchrun with one process per claimed GPU. With ``restart_on_params_change``, a run
-    of ``out_dir`` made by another run (other params, data or training code:
-    :mod:`klrpn.identity`) is moved aside (:func:`archive_stale_run`) instead of being an
-    error: the pipelines retrain a cell whose params, data or code changed.
-    """
-    from klrpn.config import load_cell, run_dir
-
-    cfg = load_cell(cell_id, profile, params_dir, seed=seed)
-    cfg["run_identity"] = run_identity(cfg)  # params, data, code (klrpn.identity); checkpoints keep it
-    out_dir = Path(out_dir or run_dir("results", cell_id, seed or 0))
-    worker = dist_utils.under_torchrun() and dist_utils.world_from_env().rank != 0
-    with contextlib.nullcontext() if worker else runlock.hold(out_dir):
-        return _train_cell(cfg, out_dir, profile=profile, params_dir=params_dir, device=device,
-                           amp=amp, restart_on_params_change=restart_on_params_change,
-                           seed=seed, log=log)
-
-
-def _train_cell(cfg: dict, out_dir: Path, *, profile: str, params_dir, device: str | None,
-                amp: str | None, restart_on_params_change: bool, log,
-                seed: int | None = None) -> int:
-    """:func:`train_cell` once the output folder's run lock is held."""
-    from klrpn import gpu
-
-    cell_id = cfg["cell"]
-    if not dist_utils.under_torchrun():
-        if restart_on_params_change:
-            archive_stale_run(out_dir, cfg["run_identity"], log)
-        else:
-            check_same_run(out_dir, cfg["run_identity"])
-    if already_trained(out_dir, cfg, log):
-        return 0
-    if dist_utils.under_torchrun():
-        world = dist_utils.world_from_env()
-        dev = torch.device(f"cuda:{world.local_rank}") if pick_device(cfg, device) != "cpu" \
-            else torch.device("cpu")
-        return run_cell(cfg, out_dir, dev, world, amp, log)
-    kind = pick_device(cfg, device)
-    if kind == "cpu":
-        return run_cell(cfg, out_dir, torch.device("cpu"), World(), amp, log)
-    if ":" in kind:  # an explicit device such as cuda:1: the user chose, nothing to claim
-        return run_cell(cfg, out_dir, torch.device(kind), World(), amp, log)
-    visible = gpu.scheduler_gpus()
-    n = gpus_to_use(cfg, len(visible) if visible is not None else gpu.physical_gpu_count(), log)
-    with gpu.acquire(n, log=log) as claim:
-        log(f"{cell_id}: using GPU(s) {claim.env_value} ({claim.source})")
-        if n == 1:
-            return run_cell(cfg, out_dir, torch.device(f"cuda:{claim.ids[0]}"), World(), amp, log)
-        argv = ["train", cell_id, "--profile", profile, "--out", str(out_dir)]
-        if params_dir is not None:
-            argv += ["--params", str(params_dir)]
-        if amp is not None:
-            argv += ["--amp", amp]
-        if seed is not None:
-            argv += ["--seed", str(seed)]
-        return dist_utils.launch(n, argv, claim.env_value)
-
-
-def recorded_identity(out_dir: Path) -> tuple[Path, dict | None] | None:
-    """``(file, run identity)`` of the run in ``out_dir``: from ``model_final.pt`` when training
-    finished, else from the newest checkpoint; None when neither exists. Files written before run
-    identities existed give ``{"params_hash": ...}`` only (so they never match a current run)."""
-    final, latest = out_dir / ckpt.FINAL_NAME, ckpt.find_latest(out_dir)
-    if final.is_file():
-        state = ckpt.load_final(out_dir)
-        return final, state["cfg"].get("run_identity") or {"params_hash": state["cfg"].get("params_hash")}
-    if latest is not None:
-        state = ckpt.load(latest)
-        return latest, state.get("run_identity") or {"params_hash": state.get("params_hash")}
-    return None
-
-
-def _describe_change(old: dict, new: dict) -> str:
-    changed = identity_differences(old, new)
-    return (f"made with other {', '.join(changed)} (run id {str(old.get('id'))[:12]}, "
-            f"now {new['id'][:12]}; klrpn.identity)")
-
-
-def check_same_run(out_dir: Path, identity: dict) -> None:
-    """Refuse (CheckpointError) to resume or reuse a run of ``out_dir`` made with other params,
-    data or training code than ``identity`` says."""
-    found = recorded_identity(out_dir)
-    if found is not None and identity_differences(found[1], identity):
-        raise ckpt.CheckpointError(
-            f"{found[0]} was {_describe_change(found[1], identity)}: resuming it would mix two "
-            "runs; pass --restart-on-params-change to move it aside and train afresh, or train "
-            "into another --out")
-
-
-def archive_stale_run(out_dir: Path, identity: dict, log=print) -> Path | None:
-    """Move everything in ``out_dir`` (final model, checkpoints, curves, metrics) into
-    ``out_dir/stale-<old run id>/`` when it was made by another run than ``identity`` (other
-    params, data or training code). Returns the archive folder, or None when there was nothing
-    stale."""
-    found = recorded_identity(out_dir)
-    if found is None or not identity_differences(found[1], identity):
-        return None
-    old = found[1]
-    archive = out_dir / f"stale-{str(old.get('id') or old.get('params_hash'))[:12]}"
-    archive.mkdir(exist_ok=True)
-    for entry in sorted(out_dir.iterdir()):
-        if not entry.name.startswith("stale-") and entry.name != runlock.LOCK_NAME:
-            entry.rename(archive / entry.name)
-    log(f"{out_dir}: the run there was {_describe_change(old, identity)}: moved it to {archive} "
-        "and training from iteration 0")
-    return archive
-
-
-def already_trained(out_dir: Path, cfg: dict, log=print) -> bool:
-    """True when ``model_final.pt`` exists for this exact run (``cfg["run_identity"]``); an
-    error if made by another run."""
-    path = out_dir / ckpt.FINAL_NAME
-    if not path.is_file():
-        return False
-    found = recorded_identity(out_dir)
-    if identity_differences(found[1], cfg["run_identity"]):
-        raise ckpt.CheckpointError(
-            f"{path} was {_describe_change(found[1], cfg['run_identity'])}: remove it to retrain, "
-            "or use another --out")
-    log(f"{path} exists for this run (same params, data and code): training already complete")
-    return True
-
+# --- one cell ------------------------------------------------------------------------------------
 
 def run_cell(cfg: dict, out_dir: Path, device: torch.device, world: World,
              amp: str | None = None, log=print) -> int:
     """Build everything from ``cfg`` and :func:`fit`; returns 0, or 143 after SIGTERM."""
     from klrpn.data import build_dataset, build_train_loader
-    from klrpn.evaluate import provenance_at_train
+    from klrpn.provenance import provenance_at_train
     from klrpn.models import build_model
 
     t = cfg["train"]

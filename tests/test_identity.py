@@ -27,22 +27,59 @@ def code_copy(tmp_path):
 def test_code_hash_follows_training_code_only(code_copy):
     before = identity.code_hash(code_copy)
     assert before == identity.code_hash(REPO)
-    (code_copy / "klrpn" / "report.py").write_text("# reports are not training code\n")
+    (code_copy / "klrpn" / "launch.py").write_text("# launching is not training code\n")
     (code_copy / "klrpn" / "data" / "download.py").write_text("# neither is downloading\n")
+    (code_copy / "klrpn" / "data" / "scoring.py").write_text("# nor evaluation\n")
     assert identity.code_hash(code_copy) == before
     with open(code_copy / "klrpn" / "losses.py", "a") as f:
-        f.write("\n# any byte counts\n")
+        f.write("\nGAMMA_TYPO = 0.5\n")
     assert identity.code_hash(code_copy) != before
     (code_copy / "klrpn" / "models" / "rpn.py").unlink()
     with pytest.raises(FileNotFoundError, match="rpn.py: training code file missing"):
         identity.code_hash(code_copy)
 
 
+def test_code_hash_ignores_docstrings_comments_and_layout(code_copy):
+    before = identity.code_modules(code_copy)
+    path = code_copy / "klrpn" / "losses.py"
+    text = path.read_text()
+    # another module docstring, a comment, blank lines, a reworded function docstring, a
+    # re-wrapped call
+    edited = '"""Another docstring."""\n# a comment\n\n\n' + text[text.index('"""', 3) + 3:]
+    edited = edited.replace("Eq. 7, the loss of a positive anchor", "Eq. 7: a positive anchor's loss")
+    edited = edited.replace("mu_target: Tensor, gamma", "mu_target: Tensor,\n                gamma")
+    assert edited.count("Eq. 7: a positive") == 1 and edited.count("Tensor,\n ") == 1
+    path.write_text(edited)
+    assert identity.code_modules(code_copy) == before
+    path.write_text(edited.replace("return", "return -1 *", 1))
+    after = identity.code_modules(code_copy)
+    assert [rel for rel in after if after[rel] != before[rel]] == ["klrpn/losses.py"]
+
+
+def test_identity_names_the_changed_modules():
+    modules = identity.code_modules(REPO)
+    old = identity.combine("a" * 64, "d" * 64, modules)
+    assert old["code_hash"] == identity.code_hash(REPO) and old["code_modules"] == modules
+    changed = {**modules, "klrpn/models/rpn.py": "0" * 64}
+    new = identity.combine("a" * 64, "d" * 64, changed)
+    assert identity.differences(old, new) == ["code"]
+    assert identity.changed_modules(old, new) == ["klrpn/models/rpn.py"]
+    assert identity.describe_differences(old, new) == (
+        "other code (klrpn/models/rpn.py changed since this run was made)")
+    # a run recorded without per-module hashes still gets a message
+    legacy = {k: v for k, v in old.items() if k != "code_modules"}
+    legacy["code_hash"] = "c" * 64
+    assert "records no per-module code hashes" in identity.describe_differences(legacy, new)
+    assert identity.describe_differences(old, old) == "the same params, data and code"
+
+
 def test_training_code_lists_every_module_of_the_training_packages():
     listed = set(identity.TRAINING_CODE)
-    for package, excluded in (("models", {"info.py"}), ("data", {"download.py", "synthetic.py", "check.py"})):
+    excluded = {"models": {"info.py"},
+                "data": {"download.py", "synthetic.py", "check.py", "files.py", "scoring.py"}}
+    for package, left_out in excluded.items():
         modules = {f"klrpn/{package}/{p.name}" for p in (REPO / "klrpn" / package).glob("*.py")
-                   if p.name not in excluded}
+                   if p.name not in left_out}
         assert modules <= listed, modules - listed
 
 

@@ -14,4 +14,4 @@ def add_cell_arguments(parser, *, out_help: str) -> None:
     parser.add_argument("--out", default=None, help=out_help)
     parser.add_argument("--seed", type=int, default=None,
                         help="run with this seed instead of the params' (own params hash; default "
-                             "--out: klrpn.config.run_dir, results/seed<N>/CELL for N > 0)")
+                             "--out: klrpn.layout.run_dir, results/seed<N>/CELL for N > 0)")

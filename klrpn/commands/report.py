@@ -2,7 +2,7 @@
 
 table1 / table2: the paper's tables from results/<cell>/metrics.json. significance, proposals,
 ablations (issue 10): over the seeds given by --seeds, each seed's run read from
-klrpn.config.run_dir(--results, cell, seed) (results/<cell> for seed 0,
+klrpn.layout.run_dir(--results, cell, seed) (results/<cell> for seed 0,
 results/seed<N>/<cell> for seed N).
 """
 

@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from klrpn.config import ParamsError
     from klrpn.gpu import GPUClaimError
     from klrpn.runlock import RunLockError
-    from klrpn.train import DivergenceError, train_cell
+    from klrpn.launch import train_cell
+    from klrpn.monitor import DivergenceError
 
     try:
         return train_cell(args.cell, args.profile, args.out, params_dir=args.params,

@@ -15,13 +15,13 @@ stage / Snakemake job ``synth``) makes: it needs no download.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from klrpn.atomic import atomic_write_json
 from klrpn.config import list_cells, load_cell
 from klrpn.data.download import read_manifest
-from klrpn.identity import DOWNLOAD_MARKERS
+from klrpn.layout import download_marker
 
 SYNTHETIC_PROFILES = ("smoke",)  # profiles whose params point every dataset at `klrpn data synth`
 
@@ -52,7 +52,7 @@ def needed_markers(cfg: dict) -> list[Path]:
     roots = [Path(cfg["dataset"]["root"]).parent] * len(names)
     if cfg["model"]["pretrained"]:
         roots[-1] = Path(cfg["model"]["weights_dir"]).parent
-    return [root / DOWNLOAD_MARKERS / f"{name}.json" for root, name in zip(roots, names)]
+    return [download_marker(root, name) for root, name in zip(roots, names)]
 
 
 def check(profile: str, params_dir: str | os.PathLike | None = None) -> dict:
@@ -93,8 +93,4 @@ def _missing_message(profile: str, missing: dict[Path, list[str]]) -> str:
 
 def write_report(report: dict, out: str | os.PathLike) -> None:
     """Write ``report`` as JSON to ``out`` atomically (a temporary name, then a rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, report, sort_keys=True)

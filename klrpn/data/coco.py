@@ -21,8 +21,7 @@ from pathlib import Path
 from pycocotools.coco import COCO
 
 from klrpn.data.base import DetectionDataset, as_arrays, finish_records
-from klrpn.metrics.coco_eval import coco_metrics, to_coco_results
-from klrpn.metrics.recall import proposal_recall
+from klrpn.data.scoring import CocoScoring
 
 
 def coco_paths(root, split: str) -> tuple[Path, Path]:
@@ -42,7 +41,7 @@ def read_coco(ann_file) -> COCO:
         return COCO(str(ann_file))
 
 
-class CocoDetection(DetectionDataset):
+class CocoDetection(CocoScoring, DetectionDataset):
     """One COCO split. ``train=True, use_crowd=False`` drops crowd boxes from the targets."""
 
     def __init__(self, root, split: str, *, train: bool = False, flip: bool = False,
@@ -93,26 +92,3 @@ class CocoDetection(DetectionDataset):
             records.append({"image_id": image_id, "path": path, "width": width, "height": height,
                             **as_arrays(boxes, labels, [False] * len(labels), iscrowd)})
         return finish_records(str(self.ann_file), records, invalid, {"crowd": crowd})
-
-    def to_coco_results(self, predictions: dict) -> list[dict]:
-        """COCO result dicts (xywh, category ids mapped back) from ``{image_id: {boxes, labels,
-        scores}}`` with x1y1x2y2 boxes [N, 4] and labels 1..C."""
-        known = set(self.coco.imgs)
-        unknown = [i for i in predictions if int(i) not in known]
-        if unknown:
-            raise KeyError(f"predictions for image ids not in {self.ann_file}: {unknown[:5]}")
-        return to_coco_results(predictions, self.category_ids)
-
-    def evaluate(self, predictions: dict, *, image_ids=None, backend: str = "pycocotools") -> dict:
-        """COCO AP suite in percent (see :func:`klrpn.metrics.coco_eval.coco_metrics`)."""
-        if not self.has_annotations:
-            raise ValueError(f"{self.ann_file} has no annotations ({self.split} ground truth is "
-                             "private: evaluate on val2017)")
-        return coco_metrics(self.coco, self.to_coco_results(predictions),
-                            image_ids=image_ids, backend=backend)
-
-    def proposal_recall(self, proposals: dict, *, image_ids=None,
-                        backend: str = "pycocotools") -> dict:
-        """Class-agnostic AR@100/300/1000 in percent of ``{image_id: {boxes, scores}}``."""
-        return proposal_recall(self.coco, proposals, image_ids=image_ids, backend=backend)
-

@@ -35,6 +35,9 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
+from klrpn.atomic import atomic_write_json
+from klrpn.layout import download_marker
+
 DEFAULT_MANIFEST = Path(__file__).with_name("manifest.tsv")
 CHUNK = 1 << 20
 
@@ -112,7 +115,7 @@ def fetch_entry(entry: Entry, root: Path, *, mirror=None, keep_archives=False, r
                 progress=True, log=print) -> Path:
     """One manifest entry, end to end (see the module docstring)."""
     output = root / entry.extract_to if entry.extract_to else root / "weights" / entry.file
-    marker = root / ".klrpn-downloads" / f"{entry.name}.json"
+    marker = download_marker(root, entry.name)
     if marker.is_file() and json.loads(marker.read_text()).get("sha256") == entry.sha256 \
             and output.exists():
         log(f"{entry.name}: already downloaded and verified ({output}), nothing to do")
@@ -226,11 +229,8 @@ def verify(path: Path, entry: Entry) -> None:
 
 
 def write_marker(marker: Path, entry: Entry) -> None:
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"file": entry.file, "sha256": entry.sha256, "size": entry.size},
-                              sort_keys=True) + "\n")
-    os.replace(tmp, marker)
+    atomic_write_json(marker, {"file": entry.file, "sha256": entry.sha256, "size": entry.size},
+                      indent=None, sort_keys=True)
 
 
 def extract(archive: Path, target: Path) -> None:

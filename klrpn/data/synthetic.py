@@ -32,6 +32,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy.ndimage import gaussian_filter
 
+from klrpn.layout import SYNTH_MARKER
+from klrpn.sourcehash import meaning_hash
+
 CLASSES = ("circle", "square", "triangle")
 COCO_CATEGORY_IDS = (1, 3, 7)  # non-contiguous on purpose: exercises the label mapping
 DEFAULT_SIZES = {
@@ -41,7 +44,7 @@ DEFAULT_SIZES = {
     "VOC2007/test": 60,
     "VOC2012/trainval": 120,
 }
-MARKER = ".klrpn-synth.json"
+MARKER = SYNTH_MARKER
 GENERATOR_VERSION = 2
 JPEG_OPTIONS = {"format": "JPEG", "quality": 92, "subsampling": 0, "optimize": False}
 _SUPERSAMPLE = 4
@@ -59,9 +62,10 @@ def generate(root, *, seed: int = 0, sizes: dict | None = None, scale: float = 1
     root = Path(root)
     params = {"seed": int(seed), "sizes": dict(sorted((sizes or DEFAULT_SIZES).items())),
               "scale": float(scale), "version": GENERATOR_VERSION,
-              # the generator's own source: new code -> new marker -> regenerated data and a new
-              # data fingerprint for the runs trained on it (klrpn.identity)
-              "generator_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
+              # the generator's own code (its meaning: docstrings, comments and formatting do not
+              # count): new code -> new marker -> regenerated data and a new data fingerprint
+              # for the runs trained on it (klrpn.identity)
+              "generator_sha256": meaning_hash(__file__)}
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
     marker = root / MARKER
     if marker.is_file():

@@ -15,17 +15,13 @@ e.g. VOC2007 ``000005`` -> 2007000005, VOC2012 ``2008_000002`` -> 20122008000002
 
 from __future__ import annotations
 
-import contextlib
-import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-from pycocotools.coco import COCO
 
 from klrpn.data.base import DetectionDataset, as_arrays, finish_records
-from klrpn.metrics.recall import proposal_recall
-from klrpn.metrics.voc_eval import voc07_map
+from klrpn.data.scoring import VOCScoring
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
@@ -60,7 +56,7 @@ def read_voc_xml(path: Path, label_of: dict) -> tuple[int, int, list[tuple]]:
     return width, height, objects
 
 
-class VOCDetection(DetectionDataset):
+class VOCDetection(VOCScoring, DetectionDataset):
     """One or more VOC image sets (``image_sets``) with ``classes`` in label order."""
 
     def __init__(self, root, image_sets: list[str], classes=None, *, train: bool = False,
@@ -97,32 +93,3 @@ class VOCDetection(DetectionDataset):
             raise ValueError(f"{self.root}: an image appears twice in {image_sets}")
         finish_records(f"{self.root} {image_sets}", records, invalid, {"difficult": skipped})
         super().__init__(records, classes, flip=flip)
-
-    def evaluate(self, predictions: dict, *, image_ids=None) -> dict:
-        """VOC07 11-point mAP in percent (see :func:`klrpn.metrics.voc_eval.voc07_map`)."""
-        return voc07_map(self, predictions, image_ids=image_ids)
-
-    def proposal_recall(self, proposals: dict, *, image_ids=None,
-                        backend: str = "pycocotools") -> dict:
-        """Class-agnostic AR@100/300/1000 in percent; difficult boxes are COCO crowd regions
-        (ignored: neither missed nor needed)."""
-        return proposal_recall(self.to_coco(), proposals, image_ids=image_ids, backend=backend)
-
-    def to_coco(self):
-        """The ground truth as an in-memory pycocotools ``COCO`` (continuous xywh boxes,
-        category id = label, ``iscrowd`` = difficult)."""
-        images, anns = [], []
-        for rec in self.records:
-            images.append({"id": rec["image_id"], "width": rec["width"], "height": rec["height"]})
-            g = self.gt[rec["image_id"]]
-            for (x1, y1, x2, y2), label, diff in zip(g["boxes"].tolist(), g["labels"].tolist(),
-                                                     g["difficult"].tolist()):
-                w, h = x2 - x1 + 1.0, y2 - y1 + 1.0
-                anns.append({"id": len(anns) + 1, "image_id": rec["image_id"], "category_id": label,
-                             "bbox": [x1 - 1.0, y1 - 1.0, w, h], "area": w * h, "iscrowd": int(diff)})
-        coco = COCO()
-        coco.dataset = {"images": images, "annotations": anns,
-                        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(self.classes)]}
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco.createIndex()
-        return coco

@@ -8,7 +8,7 @@ import torch
 from toy import PARAMS_HASH, ToyBatches, build, toy_train_cfg
 
 from klrpn import checkpoint as ckpt
-from klrpn import train
+from klrpn import runs, train
 
 
 def test_rng_states_round_trip():
@@ -87,11 +87,11 @@ def test_load_final_model_rebuilds_the_real_detector(tmp_path):
     a, b = trained.state_dict(), model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-    assert train.already_trained(tmp_path, cfg, log=lambda *a: None)
+    assert runs.already_trained(tmp_path, cfg, log=lambda *a: None)
     other = load_cell("coco-faster_rcnn-vgg16-rpn", "smoke")
     other["run_identity"] = combine(other["params_hash"], "d" * 64, "c" * 64)
     with pytest.raises(ckpt.CheckpointError, match="made with other params "):
-        train.already_trained(tmp_path, other)
+        runs.already_trained(tmp_path, other)
     ckpt.save_final(tmp_path, {"nope": torch.zeros(1)}, cfg, 7)
     with pytest.raises(ckpt.CheckpointError, match="do not fit"):
         ckpt.load_final_model(tmp_path)

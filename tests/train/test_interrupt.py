@@ -12,7 +12,7 @@ from conftest import final_weights
 from toy import run
 
 from klrpn import checkpoint as ckpt
-from klrpn.train import SIGTERM_EXIT
+from klrpn.monitor import SIGTERM_EXIT
 
 
 def start(toy_script, out, *args):

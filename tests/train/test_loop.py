@@ -8,7 +8,7 @@ from conftest import final_weights
 from toy import PARAMS_HASH, ToyBatches, build, run, toy_train_cfg
 
 from klrpn import checkpoint as ckpt
-from klrpn import train
+from klrpn import monitor, train
 
 
 def read_log(out_dir):
@@ -31,7 +31,7 @@ def test_loss_falls_and_final_model_written(tmp_path):
 
 
 def test_planted_nan_stops_with_named_error_and_keeps_checkpoint(tmp_path):
-    with pytest.raises(train.DivergenceError) as err:
+    with pytest.raises(monitor.DivergenceError) as err:
         run(tmp_path, max_iter=20, checkpoint_every=5, nan_at=8, log=lambda *a: None)
     msg = str(err.value)
     assert "iteration 8" in msg and "'loss_fit'" in msg and "iter_0000005.pt" in msg
@@ -44,7 +44,7 @@ def test_planted_nan_stops_with_named_error_and_keeps_checkpoint(tmp_path):
 def test_nan_on_a_checkpoint_step_is_caught_before_that_checkpoint(tmp_path):
     """Losses are read one step late (PendingLosses), but always before a checkpoint: a NaN at
     a checkpoint iteration never reaches checkpoints/."""
-    with pytest.raises(train.DivergenceError, match="iteration 10"):
+    with pytest.raises(monitor.DivergenceError, match="iteration 10"):
         run(tmp_path, max_iter=20, checkpoint_every=5, nan_at=10, log=lambda *a: None)
     assert [it for it, _ in ckpt.list_checkpoints(tmp_path)] == [5]
     assert max(int(r["iteration"]) for r in read_log(tmp_path)) == 9
@@ -57,7 +57,7 @@ def test_pending_losses_read_back_the_values():
 
 def test_resume_in_process_is_bitwise_equal(tmp_path):
     run(tmp_path / "straight", max_iter=12, checkpoint_every=4, log=lambda *a: None)
-    with pytest.raises(train.DivergenceError):     # crash at step 10, after checkpoint 8
+    with pytest.raises(monitor.DivergenceError):     # crash at step 10, after checkpoint 8
         run(tmp_path / "crashed", max_iter=12, checkpoint_every=4, nan_at=10, log=lambda *a: None)
     run(tmp_path / "crashed", max_iter=12, checkpoint_every=4, log=lambda *a: None)
     a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "crashed")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from klrpn import checkpoint as ckpt
-from klrpn import evaluate
+from klrpn import evaluate, provenance
+from klrpn.data.files import annotation_files
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics-json.md"
 
@@ -33,7 +34,7 @@ def built_document(metrics=None, cfg=None) -> dict:
 
     cfg = cfg or load_cell("voc07-rfcn-resnet101-rpn", "smoke", DOC.parents[1] / "params")
     final = {"iteration": 300, "wall_time_s": 12.5,
-             "provenance": evaluate.provenance_at_train(torch.device("cpu"), 1, None)}
+             "provenance": provenance.provenance_at_train(torch.device("cpu"), 1, None)}
     return evaluate.metrics_document(
         cfg, final, dataset_info={"num_test_images": 60, "manifest_sha256": "b" * 64},
         metrics=metrics or {"mAP": 12.5, "per_class": {"circle": 20.0, "square": 5.0,
@@ -106,7 +107,7 @@ def test_schema_versions():
 
 
 def test_train_provenance_is_weights_only_safe(tmp_path):
-    prov = evaluate.provenance_at_train(torch.device("cpu"), 1, torch.bfloat16)
+    prov = provenance.provenance_at_train(torch.device("cpu"), 1, torch.bfloat16)
     assert prov["amp"] == "bfloat16"
     ckpt.save_final(tmp_path, {"w": torch.zeros(1)}, {"params_hash": "a" * 64}, 3, provenance=prov,
                     wall_time_s=1.0)
@@ -127,7 +128,7 @@ def test_manifest_hash_tracks_annotations(tmp_path):
     write_voc(tmp_path)
     cfg = {"dataset": {"format": "voc", "root": str(tmp_path), "train": ["2007_trainval"],
                        "test": "2007_test"}}
-    files = [rel for rel, _ in evaluate.annotation_files(cfg)]
+    files = [rel for rel, _ in annotation_files(cfg)]
     assert files == ["VOC2007/Annotations/000001.xml", "VOC2007/Annotations/000002.xml",
                      "VOC2007/ImageSets/Main/test.txt", "VOC2007/ImageSets/Main/trainval.txt"]
     first = evaluate.manifest_sha256(cfg)

@@ -30,7 +30,7 @@ from conftest import shortened_smoke_params, synthesize_for
 
 from klrpn import checkpoint as ckpt
 from klrpn.config import list_cells
-from klrpn.train import SIGTERM_EXIT
+from klrpn.monitor import SIGTERM_EXIT
 
 pytestmark = pytest.mark.slow
 

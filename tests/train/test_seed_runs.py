@@ -10,7 +10,8 @@ import yaml
 
 from klrpn import checkpoint as ckpt
 from klrpn.cli import main
-from klrpn.config import load_cell, run_dir
+from klrpn.config import load_cell
+from klrpn.layout import run_dir
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from klrpn import checkpoint as ckpt
-from klrpn import evaluate, train
+from klrpn import evaluate, launch, train
 from klrpn.config import load_cell
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def test_smoke_cell_learns_and_beats_untrained(workspace, cell, iters, monkeypat
     monkeypatch.chdir(workspace)   # the smoke profile reads synthetic/ relative to here
     out, params = workspace / "results" / cell, f"params-{iters}"
     quiet = lambda *a, **k: None  # noqa: E731
-    assert train.train_cell(cell, "smoke", out, params_dir=params, device="cpu", log=quiet) == 0
+    assert launch.train_cell(cell, "smoke", out, params_dir=params, device="cpu", log=quiet) == 0
 
     with open(out / "train_log.csv", newline="") as f:
         totals = [float(r["total"]) for r in csv.DictReader(f)]
@@ -83,4 +83,4 @@ def test_smoke_cell_learns_and_beats_untrained(workspace, cell, iters, monkeypat
     assert doc["metrics"][key] > (metrics0[key] or 0.0), (doc["metrics"], metrics0)
     assert doc["proposals"]["AR@300"] > recall0["AR@300"], (doc["proposals"], recall0)
     # a rerun of train is a no-op once model_final.pt exists
-    assert train.train_cell(cell, "smoke", out, params_dir=params, device="cpu", log=quiet) == 0
+    assert launch.train_cell(cell, "smoke", out, params_dir=params, device="cpu", log=quiet) == 0

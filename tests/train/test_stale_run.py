@@ -5,7 +5,7 @@ import pytest
 
 from klrpn import checkpoint as ckpt
 from klrpn.identity import combine
-from klrpn.train import already_trained, archive_stale_run, check_same_run
+from klrpn.runs import already_trained, archive_stale_run, check_same_run
 
 OLD = combine("a" * 64, "d" * 64, "c" * 64)
 

@@ -114,7 +114,7 @@ def run(out_dir, *, max_iter=20, checkpoint_every=5, seed=0, nan_at=None, block_
 
 
 def main(argv=None) -> int:
-    from klrpn.train import SIGTERM_EXIT, TrainingInterrupted
+    from klrpn.monitor import SIGTERM_EXIT, TrainingInterrupted
 
     p = argparse.ArgumentParser()
     p.add_argument("out")

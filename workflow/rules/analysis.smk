@@ -3,8 +3,8 @@
 
 rule figure3:
     input:
-        rpn=f"{RESULTS}/{config['figure3']['rpn']}/model_final.pt",
-        klrpn=f"{RESULTS}/{config['figure3']['klrpn']}/model_final.pt",
+        rpn=seed_runs([config["figure3"]["rpn"]], [0], [layout.FINAL_NAME])[0],
+        klrpn=seed_runs([config["figure3"]["klrpn"]], [0], [layout.FINAL_NAME])[0],
         data=[ancient(f) for f in data_inputs(config["figure3"]["rpn"])],
     output:
         md=f"{REPORTS}/figure3.md",

@@ -5,10 +5,11 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from klrpn.config import ParamsError, list_cells, list_variants, load_cell, run_dir
+from klrpn import layout
+from klrpn.config import ParamsError, list_cells, list_variants, load_cell
 from klrpn.data.check import SYNTHETIC_PROFILES, download_entries
 from klrpn.data.download import read_manifest
-from klrpn.report import ReportError, selected_pairs
+from klrpn.paper import ReportError, selected_pairs
 
 # Jobs run `python -m klrpn.cli ...` with the cells' params from config `params_dir`. Without
 # --sdm conda, `python` is the interpreter running Snakemake (the project's venv, where klrpn is
@@ -50,26 +51,27 @@ REFERENCE = str(resources.files("klrpn") / "reference" / "paper_tables.yaml")  #
 FIGURE3 = [f"{REPORTS}/figure3.{ext}" for ext in ("md", "png", "csv")]
 
 # ---------------------------------------------------------------------------------------------
-# seeds (issue 10, docs/significance.md): every run is a (cell, seed) job. Seed 0's run is
-# results/<cell>/ (the tables and Figure 3 read it; its jobs are the paper DAG's, unchanged),
-# seed N's results/seed<N>/<cell>/ (klrpn.config.run_dir), trained with `klrpn train --seed N`.
+# seeds (docs/significance.md): every run is a (cell, seed) job, in the run folder of
+# klrpn.layout.run_dir (seed 0's is the one the tables and Figure 3 read), trained with
+# `klrpn train --seed N` for N > 0.
 SEEDS = config["seeds"]  # the default target trains every cell of Tables 1-2 with each of these
 REPORT_SEEDS = config["seed_reports"]["seeds"] or SEEDS  # significance, proposals, ablations
 
 
-# wildcard constraints of the train / evaluate jobs: `seeddir` is "" (seed 0) or "seed<N>/"
-SEEDDIR = "(seed[1-9][0-9]*/)?"
+# the train / evaluate jobs' outputs: klrpn.layout's run folder with wildcards {seeddir}, {cell}
+RUN_DIR = layout.run_dir_pattern(RESULTS)
+SEEDDIR = layout.SEED_DIR_PATTERN
 RUN_CELLS = "|".join(CELLS + VARIANTS)
 
 
 def run_path(cell, seed):
-    """The folder of one run of a cell or variant (klrpn.config.run_dir)."""
-    return str(run_dir(RESULTS, cell, seed))
+    """The folder of one run of a cell or variant (klrpn.layout.run_dir)."""
+    return layout.run_dir(RESULTS, cell, seed).as_posix()
 
 
 def run_seed(wildcards):
-    """The seed of a train / evaluate job: 0 for results/<cell>, N for results/seed<N>/<cell>."""
-    return int(wildcards.seeddir[len("seed") : -1]) if wildcards.seeddir else 0
+    """The seed of a train / evaluate job (from its {seeddir} wildcard)."""
+    return layout.seed_of_seed_dir(wildcards.seeddir)
 
 
 def seed_option(wildcards):
@@ -78,14 +80,8 @@ def seed_option(wildcards):
     return f" --seed {seed}" if seed else ""
 
 
-def seed_runs(cells, seeds, files=("metrics.json",)):
-    return [f"{run_path(c, s)}/{f}" for c in cells for s in seeds for f in files]
-
-
-def results_root(path):
-    """`results` from results/<cell>/<file> or results/seed<N>/<cell>/<file>."""
-    folder = Path(path).parent.parent
-    return folder.parent if folder.name.startswith("seed") and folder.name[4:].isdigit() else folder
+def seed_runs(cells, seeds, files=(layout.METRICS_NAME,)):
+    return [layout.run_file(RESULTS, c, s, f).as_posix() for c in cells for s in seeds for f in files]
 
 
 # The RPN / KL-RPN pairs of reports/significance.md and reports/proposals.md (paper_tables.yaml)
@@ -146,7 +142,7 @@ def _synthetic_root():
 
 SYNTHETIC_ROOT = _synthetic_root() if SYNTHETIC else None
 MANIFEST = {e.name: e for e in read_manifest()}
-DOWNLOAD_MARKER = f"{DATA_ROOT}/.klrpn-downloads/{{entry}}.json"
+DOWNLOAD_MARKER = layout.download_marker(DATA_ROOT, "{entry}").as_posix()
 
 
 def data_inputs(cell):
@@ -196,4 +192,4 @@ def evaluate_resource(key):
 
 
 def table_metrics(wildcards):
-    return [f"{RESULTS}/{cell}/metrics.json" for cell in TABLE_CELLS[int(wildcards.table)]]
+    return seed_runs(TABLE_CELLS[int(wildcards.table)], [0])

@@ -10,7 +10,7 @@ rule download:
     log:
         f"{LOGS}/download/{{entry}}.log",
     params:
-        root=lambda wildcards, output: Path(output[0]).parent.parent,
+        root=DATA_ROOT,
     threads: RESOURCES["download"]["threads"]
     resources:
         mem_mb=RESOURCES["download"]["mem_mb"],

@@ -1,13 +1,14 @@
-# Evaluation: one job per (cell, seed), beside its training (train.smk): results/<cell>/metrics.json (the only thing the reports read) and detections.json.
+# Evaluation: one job per (cell, seed), beside its training (train.smk), in the same run folder:
+# metrics.json (the only thing the reports read) and detections.json.
 
 
 rule evaluate:
     input:
-        model=f"{RESULTS}/{{seeddir}}{{cell}}/model_final.pt",
+        model=f"{RUN_DIR}/{layout.FINAL_NAME}",
         data=lambda wildcards: [ancient(f) for f in data_inputs(wildcards.cell)],
     output:
-        metrics=f"{RESULTS}/{{seeddir}}{{cell}}/metrics.json",
-        detections=f"{RESULTS}/{{seeddir}}{{cell}}/detections.json",
+        metrics=f"{RUN_DIR}/{layout.METRICS_NAME}",
+        detections=f"{RUN_DIR}/{layout.DETECTIONS_NAME}",
     log:
         f"{LOGS}/evaluate/{{seeddir}}{{cell}}.log",
     params:

@@ -5,14 +5,14 @@ rule report:
     input:
         metrics=table_metrics,
         reference=REFERENCE,
-        cells=f"{config['params_dir']}/cells.yaml",
+        cells=f"{config['params_dir']}/{layout.CELLS_INDEX}",
     output:
         f"{REPORTS}/table{{table}}.md",
     log:
         f"{LOGS}/report/table{{table}}.log",
     params:
         profile=PROFILE,
-        results=lambda wildcards, input: Path(input.metrics[0]).parent.parent,
+        results=RESULTS,
         params_dir=lambda wildcards, input: Path(input.cells).parent,
     threads: RESOURCES["report"]["threads"]
     resources:
@@ -33,11 +33,11 @@ rule report:
 
 rule significance:
     input:
-        runs=seed_runs(PAIR_CELLS, REPORT_SEEDS, ("metrics.json", "detections.json")),
+        runs=seed_runs(PAIR_CELLS, REPORT_SEEDS, (layout.METRICS_NAME, layout.DETECTIONS_NAME)),
         # the bootstrap re-scores each detections.json against the test annotations
         data=[ancient(f) for c in PAIR_CELLS for f in data_inputs(c)],
         reference=REFERENCE,
-        cells=f"{config['params_dir']}/cells.yaml",
+        cells=f"{config['params_dir']}/{layout.CELLS_INDEX}",
     output:
         md=f"{REPORTS}/significance.md",
         csv=f"{REPORTS}/significance.csv",
@@ -45,7 +45,7 @@ rule significance:
         f"{LOGS}/report/significance.log",
     params:
         profile=PROFILE,
-        results=lambda wildcards, input: results_root(input.runs[0]),
+        results=RESULTS,
         params_dir=lambda wildcards, input: Path(input.cells).parent,
         seeds=",".join(map(str, REPORT_SEEDS)),
         pairs=",".join(p["rpn"] for p in PAIRS),
@@ -75,7 +75,7 @@ rule proposals:
         f"{LOGS}/report/proposals.log",
     params:
         profile=PROFILE,
-        results=lambda wildcards, input: results_root(input.metrics[0]),
+        results=RESULTS,
         seeds=",".join(map(str, REPORT_SEEDS)),
         pairs=",".join(p["rpn"] for p in PAIRS),
     threads: RESOURCES["report"]["threads"]
@@ -103,7 +103,7 @@ if VARIANTS:
             f"{LOGS}/report/ablations.log",
         params:
             profile=PROFILE,
-            results=lambda wildcards, input: results_root(input.metrics[0]),
+            results=RESULTS,
             params_dir=lambda wildcards, input: Path(input.ablations).parent,
             seeds=",".join(map(str, REPORT_SEEDS)),
         threads: RESOURCES["report"]["threads"]

@@ -1,8 +1,8 @@
-# Training: one job per (cell, seed): results/<cell>/ for seed 0 (the paper's run, the command
-# without --seed), results/seed<N>/<cell>/ for seed N (`--seed N`); `cell` is a cell of
+# Training: one job per (cell, seed), into the run folder of klrpn.layout.run_dir (seed 0: the
+# paper's run, the command without --seed; seed N: `--seed N`); `cell` is a cell of
 # params/cells.yaml or an ablation variant of params/ablations.yaml. Inputs are the cell's data and exactly the params files merged into
 # its configuration (so editing params/cells/<cell>.yaml retrains that cell only). `klrpn train`
-# resumes from results/<cell>/checkpoints/ (deliberately not a declared output, so neither a
+# resumes from the run folder's checkpoints/ (deliberately not a declared output, so neither a
 # failed attempt nor a requeued SLURM job loses it); train_log.csv is appended on resume
 # (update()). It claims its GPUs itself (Snakemake does not set CUDA_VISIBLE_DEVICES locally).
 
@@ -12,8 +12,8 @@ rule train:
         data=lambda wildcards: [ancient(f) for f in data_inputs(wildcards.cell)],
         params=lambda wildcards: params_files(wildcards.cell),
     output:
-        model=f"{RESULTS}/{{seeddir}}{{cell}}/model_final.pt",
-        curves=update(f"{RESULTS}/{{seeddir}}{{cell}}/train_log.csv"),
+        model=f"{RUN_DIR}/{layout.FINAL_NAME}",
+        curves=update(f"{RUN_DIR}/{layout.TRAIN_LOG}"),
     log:
         f"{LOGS}/train/{{seeddir}}{{cell}}.log",
     params:
