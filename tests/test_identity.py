@@ -27,7 +27,7 @@ def code_copy(tmp_path):
 def test_code_hash_follows_training_code_only(code_copy):
     before = identity.code_hash(code_copy)
     assert before == identity.code_hash(REPO)
-    (code_copy / "klrpn" / "report.py").write_text("# reports are not training code\n")
+    (code_copy / "klrpn" / "reports" / "tables.py").write_text("# reports are not training code\n")
     (code_copy / "klrpn" / "data" / "download.py").write_text("# neither is downloading\n")
     assert identity.code_hash(code_copy) == before
     with open(code_copy / "klrpn" / "losses.py", "a") as f:
