@@ -35,7 +35,8 @@ from scipy import stats
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou
 
-from klrpn.report import atomic_output, atomic_write_text
+from klrpn.atomic import atomic_output, atomic_write_text
+from klrpn.render import template
 
 COORDS = ("x", "y", "w", "h")
 _CODER = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
@@ -240,47 +241,19 @@ def write_csv(models: list[ModelSamples], path: str | os.PathLike) -> None:
 
 def markdown(models: list[ModelSamples], requested_images: int, png_name: str, csv_name: str,
              profile: str | None, test_split: str) -> str:
-    s = summary(models)
-    lines = []
-    title = "# Figure 3 — offset distribution vs objectness"
-    if profile == "smoke":
-        title += " — SMOKE RUN on synthetic data, not comparable to the paper"
-    lines += [title, ""]
-    if profile == "smoke":
-        lines += ["> Produced by the **smoke** profile (toy-scale models, a few hundred CPU iterations, "
-                  "synthetic images). It exercises the analysis; it says nothing about the paper's claim.", ""]
-    n = models[0].num_images
-    lines += [f"Models: " + ", ".join(f"{m.name} = `{m.cell}`" for m in models) + ".",
-              f"Images: the first {n} images of `{test_split}`"
-              + (f" (the paper uses {requested_images}; this split has only {n})." if n < requested_images else ".")
-              + " Per image, #GT x 5 proposals of highest and of lowest objectness among those with "
-                "IoU > 0 with a GT box; offset = |box-coder encoding (weights 1,1,1,1)| of the "
-                "highest-IoU GT relative to the proposal (see `klrpn/figure3.py`).",
-              "", f"![Figure 3]({png_name})", "",
-              "Histograms are densities over shared bins per coordinate (0 to the 99th percentile of "
-              "both models' samples; larger values are counted in the last bin).", "",
-              f"Raw samples: [`{csv_name}`]({csv_name}).", "",
-              "## Median |offset|, high vs low objectness", "",
-              "| model | coord | median high | median low | low − high | n high | n low |",
-              "|---|---|---|---|---|---|---|"]
-    for r in s.itertuples():
-        lines.append(f"| {r.model} | {r.coord} | {r.median_high:.4f} | {r.median_low:.4f} | "
-                     f"{r.median_low - r.median_high:+.4f} | {r.n_high} | {r.n_low} |")
-    lines += ["", "## Spearman correlation of objectness and IoU", "",
-              "| model | over | ρ | p | n proposals |", "|---|---|---|---|---|"]
+    """figure3.md (``klrpn/templates/figure3.md.j2``): the medians of :func:`summary`, the
+    Spearman correlations and the sampling notes."""
+    correlations = []
     for m in models:
-        rho, p, k = spearman(m.all_scores, m.all_iou)
-        lines.append(f"| {m.name} | all proposals | {rho:.4f} | {p:.3g} | {k} |")
         pos = m.all_iou > 0
-        rho, p, k = spearman(m.all_scores[pos], m.all_iou[pos])
-        lines.append(f"| {m.name} | proposals with IoU > 0 | {rho:.4f} | {p:.3g} | {k} |")
-    lines += ["", "## Notes", ""]
-    for m in models:
-        lines.append(f"- {m.name}: {m.num_overlap} of {m.num_images} images had fewer than "
-                     f"2 x #GT x 5 proposals with IoU > 0, so their high and low samples overlap; "
-                     f"{m.num_without_positive} images had none.")
-    lines.append("")
-    return "\n".join(lines)
+        for over, scores, iou in (("all proposals", m.all_scores, m.all_iou),
+                                  ("proposals with IoU > 0", m.all_scores[pos], m.all_iou[pos])):
+            rho, p, n = spearman(scores, iou)
+            correlations.append({"model": m.name, "over": over, "rho": rho, "p": p, "n": n})
+    return template("figure3.md.j2").render(
+        models=models, medians=summary(models).to_dict("records"), correlations=correlations,
+        num_images=models[0].num_images, requested_images=requested_images, test_split=test_split,
+        png=png_name, csv=csv_name, profile=profile)
 
 
 def write_outputs(models: list[ModelSamples], out_dir: str | os.PathLike, requested_images: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -146,3 +147,45 @@ def test_failed_plot_leaves_no_markdown(tmp_path, monkeypatch):
 def test_run_rejects_missing_model(tmp_path):
     with pytest.raises(f3.Figure3Error, match="model_final.pt"):
         f3.run(tmp_path / "a", tmp_path / "b", tmp_path / "out")
+
+
+def _fixed_models(empty_second: bool = False) -> list:
+    """Two hand-made ModelSamples with fixed numbers (no randomness), for the markdown's bytes."""
+    def model(name, cell, scale, n_images, overlap, without, rows=True):
+        recs = []
+        if rows:
+            for image_id in (7, 9):
+                for group, g in (("high", 1.0), ("low", 3.0)):
+                    for rank in range(3):
+                        v = scale * g * (1 + rank + image_id / 10)
+                        recs.append({"model": name, "image_id": image_id, "group": group, "rank": rank,
+                                     "x": v / 10, "y": v / 20, "w": v / 7, "h": v / 3,
+                                     "objectness": 5.0 - rank - g, "iou": 0.9 / g - rank / 50})
+        frame = pd.DataFrame.from_records(
+            recs, columns=["model", "image_id", "group", "rank", *f3.COORDS, "objectness", "iou"])
+        scores = np.array([0.9, 0.8, 0.75, 0.5, 0.4, 0.2, 0.1, 0.05]) * scale
+        iou = np.array([0.6, 0.0, 0.8, 0.3, 0.0, 0.55, 0.1, 0.0])
+        if not rows:                  # constant objectness: Spearman undefined (nan)
+            scores = np.full(8, 0.5)
+        return f3.ModelSamples(name, cell, frame, scores, iou, n_images, overlap, without)
+
+    return [model("RPN", "coco-faster_rcnn-vgg16-rpn", 1.0, 2, 1, 0),
+            model("KL-RPN", "coco-faster_rcnn-vgg16-klrpn", 0.5, 2, 0, 1, rows=not empty_second)]
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+@pytest.mark.parametrize("name, args", [
+    ("figure3_smoke.md", dict(requested_images=100, profile="smoke", test_split="val2017")),
+    ("figure3_paper.md", dict(requested_images=2, profile="paper", test_split="val2017")),
+    ("figure3_none_empty.md", dict(requested_images=5, profile=None, test_split="2007_test",
+                                   empty_second=True)),
+])
+def test_markdown_is_byte_identical_to_the_golden_file(name, args):
+    """figure3.md's bytes for fixed samples (golden files written by the pre-template
+    ``markdown``), so the Jinja template reproduces it exactly."""
+    args = dict(args)
+    models = _fixed_models(args.pop("empty_second", False))
+    text = f3.markdown(models, png_name="figure3.png", csv_name="figure3.csv", **args)
+    assert text == (GOLDEN / name).read_text(encoding="utf-8")

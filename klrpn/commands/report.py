@@ -54,35 +54,36 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from klrpn import report
+    from klrpn import reports
     from klrpn.config import ParamsError
+    from klrpn.layout import CELLS_INDEX
 
     out = Path(args.out)
     pairs = [c for c in args.pairs.replace(",", " ").split()] if args.pairs else None
     try:
         if args.table in ("table1", "table2"):
-            cells_file = Path(args.params) / "cells.yaml" if args.params else None
-            written = [report.write_table(int(args.table[-1]), out, args.results, cells_file,
-                                          args.profile)]
+            cells_file = Path(args.params) / CELLS_INDEX if args.params else None
+            written = [reports.write_table(int(args.table[-1]), out, args.results,
+                                           cells_file=cells_file, profile=args.profile)]
         elif args.table == "significance":
             if args.resamples < 1000:
                 print(f"klrpn report: note: {args.resamples} resamples (< 1000)", file=sys.stderr)
             csv = Path(args.csv) if args.csv else out.with_suffix(".csv")
-            report.write_significance(out, csv, args.results, args.seeds, params_dir=args.params,
-                                      profile=args.profile, resamples=args.resamples,
-                                      bootstrap_seed=args.bootstrap_seed, workers=args.workers,
-                                      pairs=pairs)
+            reports.write_significance(out, csv, args.results, args.seeds, params_dir=args.params,
+                                       profile=args.profile, resamples=args.resamples,
+                                       bootstrap_seed=args.bootstrap_seed, workers=args.workers,
+                                       pairs=pairs)
             written = [out, csv]
         elif args.table == "proposals":
             png = Path(args.png) if args.png else out.with_suffix(".png")
-            report.write_proposals(out, png, args.results, args.seeds, profile=args.profile,
-                                   pairs=pairs)
+            reports.write_proposals(out, png, args.results, args.seeds, profile=args.profile,
+                                    pairs=pairs)
             written = [out, png]
         else:
-            report.write_ablations(out, args.results, args.seeds, params_dir=args.params,
-                                   profile=args.profile)
+            reports.write_ablations(out, args.results, args.seeds, params_dir=args.params,
+                                    profile=args.profile)
             written = [out]
-    except (report.ReportError, ParamsError, ValueError, FileNotFoundError) as e:
+    except (reports.ReportError, ParamsError, ValueError, FileNotFoundError) as e:
         print(f"klrpn report: {e}", file=sys.stderr)
         return 2
     print(f"klrpn report: wrote {', '.join(map(str, written))}")
