@@ -123,6 +123,11 @@ def download_marker(data_root: str | os.PathLike, entry: str) -> Path:
     return Path(data_root) / DOWNLOAD_MARKERS / f"{entry}.json"
 
 
+def root_of_download_marker(marker: str | os.PathLike) -> Path:
+    """The data root of a :func:`download_marker` path (its inverse)."""
+    return Path(marker).parent.parent
+
+
 def synth_marker(synthetic_root: str | os.PathLike) -> Path:
     """The marker ``klrpn data synth`` writes last into a complete synthetic tree."""
     return Path(synthetic_root) / SYNTH_MARKER

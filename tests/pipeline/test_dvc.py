@@ -11,7 +11,7 @@ import yaml
 from conftest import REPO, job_outputs, snakemake
 
 from klrpn.config import list_cells, load_cell
-from klrpn.identity import TRAINING_CODE
+from klrpn.layout import TRAINING_CODE
 
 dvc_repo = pytest.importorskip("dvc.repo")
 
@@ -67,7 +67,7 @@ def test_same_cells_stages_and_outputs(workdir, dvc_stages):
             cell = name.split("@")[1]
             assert {Path(p).parent.name for p in s["outs"]} == {cell}
             assert s["cmd"].startswith(f"OMP_NUM_THREADS=$(nproc) klrpn {rule} {cell} "
-                                       f"--profile smoke --out results/{cell}"), s["cmd"]
+                                       f"--profile smoke --seed 0 --out results/{cell}"), s["cmd"]
 
 
 def test_synthetic_data_is_outside_data_and_the_smoke_cells_read_it(dvc_stages):
@@ -111,10 +111,28 @@ def test_outputs_a_rerun_needs_persist_and_every_output_is_cached():
                 assert opts.get("cache", True), (name, path)   # pushed, pulled, restored
                 if opts.get("persist"):
                     persisted.add((name, path.rsplit("/", 1)[-1]))
-    assert persisted == {(stage, name) for stage in ("train", "train-seed")
+    assert persisted == {("train", name)
                          for name in ("checkpoints", "model_final.pt", "train_log.csv")} | {
-        (stage, name) for stage in ("evaluate", "evaluate-seed")
-        for name in ("detections.json", "metrics.json")} | {("data-check", "data-check.json")}
+        ("evaluate", name) for name in ("detections.json", "metrics.json")} | {
+        ("data-check", "data-check.json")}
+
+
+def test_the_generated_dvc_runs_file_is_current_and_follows_the_layout(monkeypatch):
+    from klrpn import layout
+    from klrpn.pipelines import dvc_runs_text
+
+    monkeypatch.chdir(REPO)   # the paths the file's header names are relative to the checkout
+    sources = {"params_dir": "params", "dvc_vars": "workflow/config/dvc-vars.yaml",
+               "config": "workflow/config/config.yaml"}
+    committed = (REPO / layout.DVC_RUNS_FILE).read_text()
+    expected = dvc_runs_text(**sources)
+    assert committed == expected, "run `klrpn pipeline dvc-runs` and commit the file"
+    runs = yaml.safe_load(committed)["runs"]
+    cells = [c["id"] for c in list_cells(REPO / "params")]
+    assert [r["cell"] for r in runs.values()] == cells
+    for name, r in runs.items():
+        assert r["dir"] == layout.run_dir("results", r["cell"], r["seed"]).as_posix()
+        assert name == layout.run_name(r["cell"], r["seed"])
 
 
 def test_no_stage_writes_into_the_dvc_tracked_data_dir(dvc_stages):
@@ -144,9 +162,10 @@ def test_data_check_is_the_first_stage_and_upstream_of_every_training_stage(dvc_
 
 def test_metrics_and_plots_are_declared():
     full = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    assert full["vars"][0] == "params/cells.yaml"
+    assert "workflow/config/dvc-runs.yaml" in full["vars"]      # the per-run list
     spec = full["stages"]
-    assert spec["evaluate"]["do"]["metrics"] == [{"${results}/${key}/metrics.json": {"persist": True}}]
+    assert spec["train"]["foreach"] == spec["evaluate"]["foreach"] == "${runs}"
+    assert spec["evaluate"]["do"]["metrics"] == [{"${item.dir}/metrics.json": {"persist": True}}]
     (plot,) = spec["train"]["do"]["plots"]
     assert next(iter(plot)).endswith("train_log.csv")
     assert next(iter(plot.values()))["x"] == "iteration"

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,8 +160,9 @@ def test_slurm_profile_submits_each_seed_as_its_own_job_with_its_resources(workd
 
 
 def test_dvc_has_a_stage_per_cell_and_seed(tmp_path):
-    """dvc-vars.yaml extra_seeds: [1, 2] adds train-seed@<cell>-<N> / evaluate-seed@<cell>-<N>
-    (results/seed<N>/<cell>); the seed-0 stages keep their names and paths."""
+    """dvc-vars.yaml seeds: [0, 1, 2] and `klrpn pipeline dvc-runs` add train@<cell>-seed<N> /
+    evaluate@<cell>-seed<N> (results/seed<N>/<cell>); the seed-0 stages keep their names and
+    paths."""
     for name in ("dvc.yaml", "data.dvc"):
         shutil.copy2(REPO / name, tmp_path / name)
     shutil.copytree(REPO / "params", tmp_path / "params")
@@ -179,11 +181,14 @@ def test_dvc_has_a_stage_per_cell_and_seed(tmp_path):
     assert {f"train@{c}" for c in CELLS} <= default and not any("seed" in s for s in default)
     vars_file = tmp_path / "workflow/config/dvc-vars.yaml"
     data = yaml.safe_load(vars_file.read_text())
-    assert data["extra_seeds"] == []
-    vars_file.write_text(vars_file.read_text().replace("extra_seeds: []", "extra_seeds: [1, 2]"))
+    assert data["seeds"] == [0]
+    vars_file.write_text(vars_file.read_text().replace("seeds: [0]", "seeds: [0, 1, 2]"))
+    check = run(sys.executable, "-m", "klrpn.cli", "pipeline", "dvc-runs", "--check")
+    assert check.returncode == 1 and "not current" in check.stderr
+    assert run(sys.executable, "-m", "klrpn.cli", "pipeline", "dvc-runs").returncode == 0
     seeded = stages()
-    per_seed = {f"{r}-seed@{c}-{s}" for r in ("train", "evaluate") for c in CELLS for s in (1, 2)}
+    per_seed = {f"{r}@{c}-seed{s}" for r in ("train", "evaluate") for c in CELLS for s in (1, 2)}
     assert seeded - default == per_seed and default <= seeded
     status = run(DVC, "status", "dvc.yaml").stdout
     for c in CELLS:
-        assert f"train-seed@{c}-2:" in status and f"results/seed2/{c}/model_final.pt" in status
+        assert f"train@{c}-seed2:" in status and f"results/seed2/{c}/model_final.pt" in status

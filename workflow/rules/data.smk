@@ -10,7 +10,7 @@ rule download:
     log:
         f"{LOGS}/download/{{entry}}.log",
     params:
-        root=DATA_ROOT,
+        root=lambda wildcards, output: layout.root_of_download_marker(output[0]),
     threads: RESOURCES["download"]["threads"]
     resources:
         mem_mb=RESOURCES["download"]["mem_mb"],

@@ -12,7 +12,7 @@ rule report:
         f"{LOGS}/report/table{{table}}.log",
     params:
         profile=PROFILE,
-        results=RESULTS,
+        results=lambda wildcards, input: layout.results_of_run(Path(input[0]).parent),
         params_dir=lambda wildcards, input: Path(input.cells).parent,
     threads: RESOURCES["report"]["threads"]
     resources:
@@ -45,7 +45,7 @@ rule significance:
         f"{LOGS}/report/significance.log",
     params:
         profile=PROFILE,
-        results=RESULTS,
+        results=lambda wildcards, input: layout.results_of_run(Path(input[0]).parent),
         params_dir=lambda wildcards, input: Path(input.cells).parent,
         seeds=",".join(map(str, REPORT_SEEDS)),
         pairs=",".join(p["rpn"] for p in PAIRS),
@@ -75,7 +75,7 @@ rule proposals:
         f"{LOGS}/report/proposals.log",
     params:
         profile=PROFILE,
-        results=RESULTS,
+        results=lambda wildcards, input: layout.results_of_run(Path(input[0]).parent),
         seeds=",".join(map(str, REPORT_SEEDS)),
         pairs=",".join(p["rpn"] for p in PAIRS),
     threads: RESOURCES["report"]["threads"]
@@ -103,7 +103,7 @@ if VARIANTS:
             f"{LOGS}/report/ablations.log",
         params:
             profile=PROFILE,
-            results=RESULTS,
+            results=lambda wildcards, input: layout.results_of_run(Path(input[0]).parent),
             params_dir=lambda wildcards, input: Path(input.ablations).parent,
             seeds=",".join(map(str, REPORT_SEEDS)),
         threads: RESOURCES["report"]["threads"]
