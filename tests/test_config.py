@@ -7,7 +7,7 @@ import pytest
 
 from klrpn.config import ParamsError, list_cells, load_cell
 
-PARAMS = Path(__file__).resolve().parents[1] / "params"
+from helpers import PARAMS
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from klrpn import identity
 from klrpn.config import load_cell
 from klrpn.data.synthetic import generate
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 SIZES = {"coco/train2017": 4, "coco/val2017": 2, "VOC2007/trainval": 3, "VOC2007/test": 2,
          "VOC2012/trainval": 2}
 

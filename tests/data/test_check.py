@@ -12,7 +12,8 @@ from klrpn.cli import main
 from klrpn.config import list_cells
 from klrpn.data.check import DataMissingError, check
 
-PARAMS = Path(__file__).resolve().parents[2] / "params"
+from helpers import PARAMS
+
 COCO = ["coco-annotations2017", "coco-train2017", "coco-val2017", "coco-test2017", "coco-test-info2017"]
 VOC = ["voc2007-trainval", "voc2007-test", "voc2012-trainval"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +10,8 @@ import torch
 from klrpn.config import load_cell
 from klrpn.data import build_dataset, build_train_loader
 from klrpn.data.sampler import TrainBatches, item_seed
+
+from helpers import PARAMS
 
 SIZES = [(160, 120)] * 7 + [(120, 160)] * 5  # 7 landscape, 5 portrait
 
@@ -71,8 +72,6 @@ def test_cuda_loader_batches_are_page_locked(synth_root, coco_cfg):
 
 
 # --- the multi-scale draw of the VOC07 R-FCN cells --------------------------------------------
-
-PARAMS = Path(__file__).resolve().parents[2] / "params"
 
 
 def test_voc07_rfcn_cells_draw_one_training_scale_per_batch_from_their_list():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from helpers import PARAMS
 
 from klrpn.data import TrainDraw, build_dataset
 from klrpn.data.base import aspect_crop
@@ -114,7 +115,7 @@ def test_gt_caps_follow_the_baseline_per_dataset():
 
     from klrpn.config import load_cell
 
-    params = Path(__file__).resolve().parents[2] / "params"
+    params = PARAMS
     assert load_cell("voc07-rfcn-resnet101-rpn", "paper", params)["dataset"]["max_gt_boxes"] == 20
     assert load_cell("voc0712-faster_rcnn-vgg16-rpn", "paper", params)["dataset"]["max_gt_boxes"] == 20
     assert load_cell("coco-faster_rcnn-vgg16-rpn", "paper", params)["dataset"]["max_gt_boxes"] == 50

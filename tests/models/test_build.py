@@ -1,7 +1,6 @@
 """build_model: the paper's parameter counts, and every smoke cell trains and infers."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +10,8 @@ from klrpn.config import list_cells, load_cell
 from klrpn.metrics.model_stats import count_parameters
 from klrpn.models import build_model
 
-PARAMS = Path(__file__).resolve().parents[2] / "params"
+from helpers import PARAMS
+
 CELLS = [c["id"] for c in list_cells(PARAMS)]
 
 

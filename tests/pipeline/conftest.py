@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO, metrics_doc  # noqa: E402
 BIN = Path(sys.executable).parent
 SNAKEMAKE = str(BIN / "snakemake")
 DVC = str(BIN / "dvc")
@@ -75,9 +75,21 @@ def job_outputs(output: str) -> dict[str, set[str]]:
     return outs
 
 
+def _fabricated(rel: str, args: tuple[str, ...]) -> str:
+    """A schema-valid made-up metrics.json for the output ``rel`` (results/[seed<N>/]<cell>/...)."""
+    import json
+
+    parts = Path(rel).parts
+    m = re.fullmatch(r"seed(\d+)", parts[1])
+    seed, cell = (int(m.group(1)), parts[2]) if m else (0, parts[1])
+    profile = "smoke" if any("profiles/smoke" in a for a in args) else "paper"
+    return json.dumps(metrics_doc(cell, profile=profile, seed=seed))
+
+
 def complete_outputs(workdir: Path, *args: str) -> None:
-    """Create every output of the dry run of ``snakemake args`` (empty files; the synthetic data
-    folder as a folder) and mark them up to date with ``--touch``: a complete run, instantly."""
+    """Create every output of the dry run of ``snakemake args`` (empty files, each metrics.json a
+    made-up valid document; the synthetic data folder as a folder) and mark them up to date with
+    ``--touch``: a complete run, instantly."""
     proc = snakemake(workdir, "-n", *args)
     for rule, paths in job_outputs(proc.stdout).items():
         for p in paths:
@@ -86,6 +98,6 @@ def complete_outputs(workdir: Path, *args: str) -> None:
                 path.mkdir(parents=True, exist_ok=True)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text("")
+                path.write_text(_fabricated(p, args) if path.name == "metrics.json" else "")
     snakemake(workdir, *args, "--touch")
     assert job_counts(snakemake(workdir, "-n", *args).stdout) == {}

@@ -22,7 +22,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from helpers import REPO
+from helpers import shorten_smoke_profile as shorten_profile
 
 from klrpn import identity
 from klrpn.config import list_cells
@@ -68,13 +69,9 @@ def fresh_checkout(dst: Path) -> Path:
 
 
 def shorten_smoke_profile(repo: Path) -> None:
+    shorten_profile(repo / "params", length=ITERS, steps=[ITERS - 2], warmup_iters=2, checkpoint_every=4)
     path = repo / "params" / "profiles" / "smoke.yaml"
     data = yaml.safe_load(path.read_text())
-    data["all"]["train"]["schedule"].update(length=ITERS, steps=[ITERS - 2], warmup_iters=2)
-    data["all"]["train"]["checkpoint_every"] = 4
-    for section in ("by_format", "by_backbone", "by_detector", "by_proposal"):
-        for override in (data.get(section) or {}).values():   # the VGG cells' longer run
-            override.get("train", {}).pop("schedule", None)
     data.setdefault("by_detector", {}).setdefault("rfcn", {})["train"] = {
         "schedule": {"length": RFCN_ITERS, "steps": [RFCN_ITERS - 5]}}
     path.write_text(yaml.safe_dump(data))

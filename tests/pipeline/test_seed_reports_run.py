@@ -11,9 +11,8 @@ import csv
 import re
 
 import pytest
-import yaml
-
 from conftest import job_counts, job_outputs, snakemake
+from helpers import shorten_smoke_profile
 
 pytestmark = pytest.mark.slow
 
@@ -21,18 +20,6 @@ SMOKE = ("--profile", "workflow/profiles/smoke")
 REPORTS = ("reports/significance.md", "reports/proposals.md", "reports/ablations.md")
 ITERS = 8
 NUMBER = r"[+-]?\d+(\.\d+)?"
-
-
-def shorten_smoke_profile(params) -> None:
-    profile = params / "profiles" / "smoke.yaml"
-    data = yaml.safe_load(profile.read_text())
-    data["all"]["train"]["schedule"].update(length=ITERS, steps=[ITERS * 3 // 4], warmup_iters=0)
-    data["all"]["train"].update(checkpoint_every=ITERS, batch_size=2)
-    data["all"]["eval"].update(latency_images=1, latency_warmup=0)
-    for section in ("by_format", "by_backbone", "by_detector", "by_proposal"):
-        for override in (data.get(section) or {}).values():  # e.g. the VGG cells' longer run
-            override.get("train", {}).pop("schedule", None)
-    profile.write_text(yaml.safe_dump(data))
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -49,7 +36,9 @@ def table_rows(text: str) -> list[list[str]]:
 
 
 def test_three_seed_reports_render_with_numbers_in_every_row(workdir):
-    shorten_smoke_profile(workdir / "params")
+    shorten_smoke_profile(workdir / "params", length=ITERS, steps=[ITERS * 3 // 4], warmup_iters=0,
+                          checkpoint_every=ITERS, train={"batch_size": 2},
+                          eval={"latency_images": 1, "latency_warmup": 0})
     snakemake(workdir, *SMOKE, *REPORTS, timeout=900)
 
     significance = (workdir / "reports/significance.md").read_text()

@@ -33,7 +33,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, REPO, SNAKEMAKE, _copy_workflow
+from conftest import BIN, SNAKEMAKE, _copy_workflow
+from helpers import REPO, shorten_smoke_profile
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -86,14 +87,8 @@ def workdir(tmp_path) -> Path:
     GPU (`gpu: 1`, added to set-resources) so that one rule takes the GPU path on the fake GRES,
     while the smoke params still train on the CPU."""
     wd = _copy_workflow(tmp_path)
-    profile = wd / "params" / "profiles" / "smoke.yaml"
-    data = yaml.safe_load(profile.read_text())
-    data["all"]["train"]["schedule"].update(length=ITERS, steps=[ITERS * 4 // 5])
-    data["all"]["train"]["checkpoint_every"] = CKPT_EVERY
-    for section in ("by_format", "by_backbone", "by_detector", "by_proposal"):
-        for override in (data.get(section) or {}).values():
-            override.get("train", {}).pop("schedule", None)
-    profile.write_text(yaml.safe_dump(data))
+    shorten_smoke_profile(wd / "params", length=ITERS, steps=[ITERS * 4 // 5],
+                          checkpoint_every=CKPT_EVERY)
     slurm = wd / "workflow" / "profiles" / "slurm" / "config.yaml"
     prof = yaml.safe_load(slurm.read_text())
     prof["set-resources"]["train"]["gpu"] = 1

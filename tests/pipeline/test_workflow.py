@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 
 from conftest import complete_outputs, job_counts, job_outputs, snakemake
+from helpers import PARAMS
 
 from klrpn.config import list_cells
 
-CELLS = list_cells(Path(__file__).resolve().parents[2] / "params")
+CELLS = list_cells(PARAMS)
 TABLE = {c["id"]: c["table"] for c in CELLS}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -31,32 +30,7 @@ def final_weights(out_dir) -> dict:
     return torch.load(Path(out_dir) / "model_final.pt", weights_only=True)["model"]
 
 
-REPO = HERE.parents[1]
-PROFILE_SECTIONS = ("by_format", "by_backbone", "by_detector", "by_proposal")
-
-
-def shortened_smoke_params(dst: Path, *, length: int, checkpoint_every: int, steps: list[int],
-                           warmup_iters: int = 5, rfcn_scales: list[int] | None = None) -> Path:
-    """A copy of the repository's params/ at ``dst`` whose smoke profile trains every cell for
-    ``length`` iterations (no per-section schedule overrides), checkpointing every
-    ``checkpoint_every``; ``rfcn_scales`` makes the R-FCN cells multi-scale if the profile
-    does not already."""
-    import yaml
-
-    shutil.copytree(REPO / "params", dst)
-    path = dst / "profiles" / "smoke.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["all"]["train"]["schedule"].update(length=length, steps=steps, warmup_iters=warmup_iters)
-    data["all"]["train"]["checkpoint_every"] = checkpoint_every
-    for section in PROFILE_SECTIONS:
-        for override in (data.get(section) or {}).values():
-            override.get("train", {}).pop("schedule", None)
-    if rfcn_scales:
-        rfcn = data.setdefault("by_detector", {}).setdefault("rfcn", {}).setdefault("input", {})
-        if len(rfcn.get("min_size", [])) < 2:
-            rfcn["min_size"] = list(rfcn_scales)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return dst
+from helpers import REPO, shortened_smoke_params  # noqa: E402,F401  (re-exported)
 
 
 def synthesize_for(params: Path, workdir: Path) -> Path:

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import REPO, metrics_doc
+
 from klrpn import checkpoint as ckpt
 from klrpn import evaluate, provenance
 from klrpn.data.files import annotation_files
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics-json.md"
+DOC = REPO / "docs" / "metrics-json.md"
 
 
 def documented_examples() -> list[dict]:
@@ -104,6 +106,15 @@ def test_schema_versions():
     evaluate.validate_metrics({**doc, "cell": "voc0712-faster_rcnn-vgg16-klrpn--gamma1"})
     with pytest.raises(ValueError, match="cell"):
         evaluate.validate_metrics({**doc, "cell": "voc0712-faster_rcnn-vgg16-klrpn--Gamma"})
+
+
+def test_fabricated_metrics_helper_validates():
+    """tests/helpers.py's metrics_doc (the one builder of made-up metrics.json files) follows the
+    schema for cells, variants and both schema versions."""
+    for cell in ("coco-faster_rcnn-vgg16-rpn", "voc07-rfcn-resnet101-klrpn",
+                 "voc0712-faster_rcnn-vgg16-klrpn--meansigma"):
+        for version in (1, 2):
+            evaluate.validate_metrics(metrics_doc(cell, profile="smoke", seed=1, schema_version=version))
 
 
 def test_train_provenance_is_weights_only_safe(tmp_path):

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import shortened_smoke_params, synthesize_for
+from conftest import synthesize_for
+from helpers import PARAMS, shortened_smoke_params
 
 from klrpn import checkpoint as ckpt
 from klrpn.config import list_cells
@@ -46,7 +47,7 @@ def runs(tmp_path_factory):
     """{cell: outcome of its scenario (a dict, or the exception it raised)}."""
     ws = tmp_path_factory.mktemp("resume")
     params = shortened_smoke_params(ws / "params", length=LENGTH, checkpoint_every=EVERY,
-                                    steps=[LENGTH * 2 // 3], rfcn_scales=RFCN_SCALES)
+                                    steps=[LENGTH * 2 // 3], warmup_iters=5, rfcn_scales=RFCN_SCALES)
     synthesize_for(params, ws)
     cells = [c["id"] for c in list_cells(params)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
@@ -64,12 +65,12 @@ def _outcome(future):
 def test_all_cells_are_covered(runs):
     from klrpn.config import load_cell
 
-    cfgs = [load_cell(c, "smoke", Path(__file__).resolve().parents[2] / "params") for c in runs]
+    cfgs = [load_cell(c, "smoke", PARAMS) for c in runs]
     combos = {(c["model"]["detector"], c["model"]["backbone"], c["model"]["proposal"]) for c in cfgs}
     assert len(runs) == 12 and len(combos) == 6
 
 
-@pytest.mark.parametrize("cell", [c["id"] for c in list_cells(Path(__file__).resolve().parents[2] / "params")])
+@pytest.mark.parametrize("cell", [c["id"] for c in list_cells(PARAMS)])
 def test_killed_and_sigtermed_run_equals_uninterrupted(runs, cell):
     outcome = runs[cell]
     if isinstance(outcome, Exception):

@@ -2,11 +2,10 @@
 its params hash its own; a variant id trains like a cell (issue 10)."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import shortened_smoke_params
 
 from klrpn import checkpoint as ckpt
 from klrpn.cli import main
@@ -15,9 +14,6 @@ from klrpn.layout import run_dir
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     from klrpn.data.synthetic import generate
@@ -25,16 +21,9 @@ def workspace(tmp_path, monkeypatch):
     generate(tmp_path / "synthetic", seed=0, log=lambda *a: None,
              sizes={"coco/train2017": 2, "coco/val2017": 2, "VOC2007/trainval": 4,
                     "VOC2007/test": 3, "VOC2012/trainval": 4})
-    shutil.copytree(REPO / "params", tmp_path / "params")
-    profile = tmp_path / "params" / "profiles" / "smoke.yaml"
-    data = yaml.safe_load(profile.read_text())
-    data["all"]["train"]["schedule"].update(length=2, steps=[1], warmup_iters=0)
-    data["all"]["train"].update(checkpoint_every=1, batch_size=1)
-    data["all"]["eval"].update(latency_images=1, latency_warmup=0)
-    for section in ("by_format", "by_backbone", "by_detector", "by_proposal"):
-        for override in (data.get(section) or {}).values():
-            override.get("train", {}).pop("schedule", None)
-    profile.write_text(yaml.safe_dump(data))
+    shortened_smoke_params(tmp_path / "params", length=2, steps=[1], warmup_iters=0,
+                           checkpoint_every=1, train={"batch_size": 1},
+                           eval={"latency_images": 1, "latency_warmup": 0})
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

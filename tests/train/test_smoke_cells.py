@@ -5,12 +5,11 @@ on the synthetic test split, in the table's metric and in proposal recall."""
 
 import csv
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import PARAMS, shortened_smoke_params
 
 from klrpn import checkpoint as ckpt
 from klrpn import evaluate, launch, train
@@ -18,7 +17,6 @@ from klrpn.config import load_cell
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 # (cell, iterations): shorter than the smoke profile's runs (500, 700 for VGG-16) to keep the
 # test short; the trained models' AP and AR are already well above the untrained ones' there
 CASES = [("coco-faster_rcnn-vgg16-rpn", 100), ("voc07-rfcn-resnet101-klrpn", 300)]
@@ -32,16 +30,10 @@ def workspace(tmp_path_factory):
     generate(root / "synthetic", seed=0, log=lambda *a: None)
     for iters in sorted({n for _, n in CASES}):
         params = root / f"params-{iters}"
-        shutil.copytree(REPO / "params", params)
-        profile = params / "profiles" / "smoke.yaml"
-        data = yaml.safe_load(profile.read_text())
-        assert data["all"]["train"]["schedule"]["length"] >= iters
-        data["all"]["train"]["schedule"].update(length=iters, steps=[iters * 4 // 5])
-        data["all"]["train"]["checkpoint_every"] = iters // 2
-        for section in ("by_format", "by_backbone", "by_detector", "by_proposal"):
-            for override in (data.get(section) or {}).values():  # e.g. the VGG cells' longer run
-                override.get("train", {}).pop("schedule", None)
-        profile.write_text(yaml.safe_dump(data))
+        length = yaml.safe_load((PARAMS / "profiles" / "smoke.yaml").read_text())["all"]["train"]["schedule"]["length"]
+        assert length >= iters
+        shortened_smoke_params(params, length=iters, steps=[iters * 4 // 5],
+                               checkpoint_every=iters // 2)
     return root
 
 
