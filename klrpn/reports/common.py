@@ -81,7 +81,7 @@ def collect_runs(results_dir: str | os.PathLike, cells: Iterable[str], seeds: It
                 raise ReportError(f"{path}: key 'table' is {m['table']!r}, expected {table}")
             if check_seed and m["provenance"]["seed"] != seed:
                 raise ReportError(f"{path}: key 'provenance.seed' is {m['provenance']['seed']}, "
-                                  f"but the folder is seed {seed}'s (klrpn.config.run_dir)")
+                                  f"but the folder is seed {seed}'s (klrpn.layout.run_dir)")
             if seen and m["profile"] != seen[0]:
                 raise ReportError(f"{path}: key 'profile' is {m['profile']!r} but {seen[1]} is "
                                   f"{seen[0]!r}; {shows} shows one profile")
