@@ -111,10 +111,17 @@ def run_name(cell: str, seed: int) -> str:
     return cell if check_seed(seed) == 0 else f"{cell}-{SEED_FOLDER_PREFIX}{seed}"
 
 
+def seed_option(seed: int) -> str:
+    """The ``klrpn train/evaluate`` option of a run's seed: none for seed 0 (the params' own
+    seed stays in force, e.g. one set by ``dvc exp run -S``), `` --seed N`` for N > 0."""
+    return "" if check_seed(seed) == 0 else f" --seed {seed}"
+
+
 def runs(cells: list[str], seeds: list[int], results: str) -> dict[str, dict]:
-    """DVC's per-run list: ``{run_name: {"cell", "seed", "dir"}}`` for every cell and seed,
-    seeds outermost so that seed 0's stages come first."""
-    return {run_name(c, s): {"cell": c, "seed": s, "dir": run_dir(results, c, s).as_posix()}
+    """DVC's per-run list: ``{run_name: {"cell", "seed", "seed_option", "dir"}}`` for every
+    cell and seed, seeds outermost so that seed 0's stages come first."""
+    return {run_name(c, s): {"cell": c, "seed": s, "seed_option": seed_option(s),
+                             "dir": run_dir(results, c, s).as_posix()}
             for s in seeds for c in cells}
 
 

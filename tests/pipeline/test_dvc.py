@@ -67,7 +67,7 @@ def test_same_cells_stages_and_outputs(workdir, dvc_stages):
             cell = name.split("@")[1]
             assert {Path(p).parent.name for p in s["outs"]} == {cell}
             assert s["cmd"].startswith(f"OMP_NUM_THREADS=$(nproc) klrpn {rule} {cell} "
-                                       f"--profile smoke --seed 0 --out results/{cell}"), s["cmd"]
+                                       f"--profile smoke --out results/{cell}"), s["cmd"]
 
 
 def test_synthetic_data_is_outside_data_and_the_smoke_cells_read_it(dvc_stages):

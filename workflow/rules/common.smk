@@ -76,8 +76,7 @@ def run_seed(wildcards):
 
 def seed_option(wildcards):
     """` --seed N` for seed N > 0; nothing for seed 0, whose command stays the paper DAG's."""
-    seed = run_seed(wildcards)
-    return f" --seed {seed}" if seed else ""
+    return layout.seed_option(run_seed(wildcards))
 
 
 def seed_runs(cells, seeds, files=(layout.METRICS_NAME,)):
