@@ -24,6 +24,7 @@ from klrpn.atomic import atomic_write_json
 from klrpn.config import recipe_of
 from klrpn.data.download import sha256_of
 from klrpn.data.files import annotation_files
+from klrpn.layout import DETECTIONS_NAME, METRICS_NAME
 from klrpn.provenance import git_state, utc_now
 
 SCHEMA_VERSION = 2   # 2 added proposal_quality (issue 10); the schema still accepts version 1
@@ -124,10 +125,6 @@ def plain(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
-
-
-def write_json(path: Path, doc) -> Path:
-    return atomic_write_json(path, doc)
 
 
 def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dict,
@@ -236,11 +233,11 @@ def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | No
         quality = proposal_quality(coco_gt_of(dataset), proposals)
         recall = headline_recall(quality)  # AR@100/300/1000, from the same COCOeval run
         results = coco_results(dataset, detections)
-        write_json(out_dir / "detections.json", results)
+        atomic_write_json(out_dir / DETECTIONS_NAME, results)
         if cfg["dataset"]["format"] == "coco":
             from klrpn.metrics.coco_eval import results_filename
             name = results_filename(cell_id.replace("_", "-"), cfg["dataset"]["test"])
-            write_json(out_dir / name, results)
+            atomic_write_json(out_dir / name, results)
         speed = latency(ms, cfg, dev)
         params = count_parameters(model)
     finally:
@@ -251,9 +248,10 @@ def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | No
         speed=speed,
         dataset_info={"num_test_images": len(dataset), "manifest_sha256": manifest_sha256(cfg)},
         eval_wall_time_s=time.perf_counter() - start)
-    validate_metrics(doc, str(out_dir / "metrics.json"))
-    write_json(out_dir / "metrics.json", doc)
-    log(f"wrote {out_dir / 'metrics.json'}: {summary(doc)}")
+    metrics_path = out_dir / METRICS_NAME
+    validate_metrics(doc, str(metrics_path))
+    atomic_write_json(metrics_path, doc)
+    log(f"wrote {metrics_path}: {summary(doc)}")
     return doc
 
 

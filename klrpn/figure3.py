@@ -36,6 +36,7 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou
 
 from klrpn.atomic import atomic_output, atomic_write_text
+from klrpn.layout import FINAL_NAME
 from klrpn.render import template
 
 COORDS = ("x", "y", "w", "h")
@@ -272,8 +273,8 @@ def run(rpn_dir: str | os.PathLike, klrpn_dir: str | os.PathLike, out_dir: str |
         num_images: int = 100, k_per_gt: int = 5, device: str = "cpu") -> dict[str, Path]:
     """Load both trained models (results/<cell>), sample on the shared test split, write outputs."""
     for name, d in (("RPN", rpn_dir), ("KL-RPN", klrpn_dir)):
-        if not (Path(d) / "model_final.pt").is_file():
-            raise Figure3Error(f"{Path(d) / 'model_final.pt'}: no trained model ({name}); train it first")
+        if not (Path(d) / FINAL_NAME).is_file():
+            raise Figure3Error(f"{Path(d) / FINAL_NAME}: no trained model ({name}); train it first")
     from klrpn.checkpoint import load_final_model
     from klrpn.data import build_dataset
 

@@ -103,14 +103,12 @@ def data_fingerprint(cfg: dict) -> str:
 def combine(params_hash: str, data: str, code: str | dict[str, str]) -> dict:
     """The identity dict of the three parts, with their combined ``id``. ``code`` is a
     ``{path: meaning hash}`` mapping (recorded as ``code_modules``) or a ready ``code_hash``."""
-    parts = {"params_hash": params_hash, "data_fingerprint": data}
-    if isinstance(code, dict):
-        parts["code_hash"] = hash_modules(code)
-    else:
-        parts["code_hash"] = code
+    modules = dict(code) if isinstance(code, dict) else None
+    parts = {"params_hash": params_hash, "data_fingerprint": data,
+             "code_hash": code if modules is None else hash_modules(modules)}
     parts["id"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-    if isinstance(code, dict):
-        parts["code_modules"] = dict(code)
+    if modules is not None:
+        parts["code_modules"] = modules
     return parts
 
 

@@ -66,12 +66,17 @@ def dvc_runs_text(*, params_dir: str | os.PathLike, dvc_vars: str | os.PathLike,
                          config=Path(config).as_posix()) + body
 
 
-def write_dvc_runs(out: str | os.PathLike, **sources) -> bool:
-    """Write :func:`dvc_runs_text` to ``out`` (atomically) unless it is already current;
-    True when the file changed."""
-    text = dvc_runs_text(**sources)
+def is_current(out: str | os.PathLike, text: str) -> bool:
     out = Path(out)
-    if out.is_file() and out.read_text(encoding="utf-8") == text:
-        return False
-    atomic_write_text(out, text)
-    return True
+    return out.is_file() and out.read_text(encoding="utf-8") == text
+
+
+def write_dvc_runs(out: str | os.PathLike, *, check: bool = False, **sources) -> bool:
+    """Whether ``out`` holds :func:`dvc_runs_text` of ``sources``; unless ``check``, write it
+    (atomically) when it does not. True when ``out`` was current."""
+    text = dvc_runs_text(**sources)
+    if is_current(out, text):
+        return True
+    if not check:
+        atomic_write_text(out, text)
+    return False

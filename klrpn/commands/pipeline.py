@@ -25,23 +25,20 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from klrpn.pipelines import PipelineConfigError, write_dvc_runs
 
-    from klrpn.pipelines import PipelineConfigError, dvc_runs_text, write_dvc_runs
-
-    sources = {"params_dir": args.params, "dvc_vars": args.dvc_vars, "config": args.config}
     try:
-        if args.check:
-            out = Path(args.out)
-            if not out.is_file() or out.read_text(encoding="utf-8") != dvc_runs_text(**sources):
-                print(f"klrpn pipeline: {out} is not current: run `klrpn pipeline dvc-runs`",
-                      file=sys.stderr)
-                return 1
-            print(f"{out} is current")
-            return 0
-        changed = write_dvc_runs(args.out, **sources)
+        current = write_dvc_runs(args.out, check=args.check, params_dir=args.params,
+                                 dvc_vars=args.dvc_vars, config=args.config)
     except PipelineConfigError as e:
         print(f"klrpn pipeline: {e}", file=sys.stderr)
         return 1
-    print(f"{'wrote' if changed else 'up to date:'} {args.out}")
+    if current:
+        print(f"{args.out} is current")
+        return 0
+    if args.check:
+        print(f"klrpn pipeline: {args.out} is not current: run `klrpn pipeline dvc-runs`",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}")
     return 0
