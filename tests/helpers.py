@@ -117,3 +117,16 @@ def write_metrics(results: Path, doc: dict, seed: int | None = None) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     (d / "metrics.json").write_text(json.dumps(doc))
     return d / "metrics.json"
+
+
+def break_three_images(root: Path) -> list[str]:
+    """Delete one image, truncate one to 300 bytes, give one a wrong annotated width: their paths
+    as the smoke params name them."""
+    gone = root / "coco" / "train2017" / "000004800002.jpg"
+    gone.unlink()
+    cut = root / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000003.jpg"
+    cut.write_bytes(cut.read_bytes()[:300])
+    xml = root / "VOCdevkit" / "VOC2012" / "Annotations" / "2012_000001.xml"
+    xml.write_text(re.sub(r"<width>\d+</width>", "<width>999</width>", xml.read_text()))
+    return [str(p.relative_to(root.parent)) for p in
+            (gone, cut, root / "VOCdevkit" / "VOC2012" / "JPEGImages" / "2012_000001.jpg")]

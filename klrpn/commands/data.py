@@ -27,12 +27,20 @@ def register(subparsers) -> None:
     synth.add_argument("--scale", type=float, default=1.0, help="image/object size factor")
     synth.set_defaults(func=run_synth)
 
-    chk = actions.add_parser("check", help="fail, saying what to download, when data a profile's cells "
-                                          "read is missing (DVC stage data-check)")
+    chk = actions.add_parser("check", help="pre-flight: fail, listing every problem and what to do, when "
+                                          "data a profile's cells read is missing or broken, or the "
+                                          "disk is too small (first stage of both pipelines)")
     chk.add_argument("--profile", default="paper", help="params profile of every cell (default: paper)")
     chk.add_argument("--params", default=None, help="params directory (default: $KLRPN_PARAMS or params)")
     chk.add_argument("--out", default=None,
                      help="JSON file listing each cell's download markers (written only on success)")
+    chk.add_argument("--results", default=None,
+                     help="results folder whose disk must hold the cells' checkpoints "
+                          "(default: no disk check)")
+    chk.add_argument("--dataset", default=None,
+                     help="check only the cells reading this dataset.name (coco, voc07, voc0712)")
+    chk.add_argument("--markers-only", action="store_true",
+                     help="check the download markers only, not the images and weights they stand for")
     chk.set_defaults(func=run_check)
 
 
@@ -62,11 +70,12 @@ def run_synth(args) -> int:
 
 def run_check(args) -> int:
     from klrpn.config import ParamsError
-    from klrpn.data.check import DataMissingError, check, write_report
+    from klrpn.data.check import DataCheckError, check, write_report
 
     try:
-        report = check(args.profile, args.params)
-    except (DataMissingError, ParamsError, ValueError) as err:
+        report = check(args.profile, args.params, files=not args.markers_only,
+                       results=args.results, dataset=args.dataset)
+    except (DataCheckError, ParamsError, ValueError) as err:
         print(f"klrpn data check: {err}", file=sys.stderr)
         return 1
     if args.out:
@@ -74,5 +83,8 @@ def run_check(args) -> int:
     needed = sorted({m for ms in report["cells"].values() for m in ms})
     print(f"klrpn data check: profile {args.profile}: "
           + (f"all {len(needed)} download markers present" if needed else
-             "reads synthetic data (`klrpn data synth`), nothing to download"))
+             "reads synthetic data (`klrpn data synth`), nothing to download")
+          + f"; {report['images_checked']} images sound"
+          + (f"; room for {report['disk_needed_bytes'] / 2**30:.2f} GiB of checkpoints in {args.results}"
+             if args.results else ""))
     return 0

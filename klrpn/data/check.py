@@ -1,77 +1,222 @@
-"""Is the data a profile's cells read there before anything trains? ``klrpn data check``.
+"""Is what a profile's cells read there, and sound, before anything trains? ``klrpn data check``.
 
-The DVC pipeline's first stage (``data-check`` in dvc.yaml, an upstream of every training stage)
-runs it so that the paper variant stops at once, with a message saying what to download, when
-``data/`` holds no datasets; DVC's own check would otherwise name a missing ``data`` dependency
-and nothing else.
+The pre-flight of both pipelines: DVC's ``data-check`` stage and Snakemake's ``data_check`` job
+(an upstream of every training stage / job) run it, so that missing or broken data stops a run
+before any training starts. It lists every problem it finds, one line each (the file and what
+to do), not just the first:
 
-What a cell needs is what the Snakemake workflow asks for (``data_inputs`` in
-workflow/rules/common.smk uses :func:`download_entries`): for a downloaded dataset the download
-markers ``<root>/.klrpn-downloads/<entry>.json`` of its manifest group (``klrpn data download``
-writes a marker last, after verifying and unpacking) and, for a pretrained backbone, the marker of
-its ImageNet weights. The smoke profile reads the synthetic tree that ``klrpn data synth`` (DVC
-stage / Snakemake job ``synth``) makes: it needs no download.
+1. **Downloads.** For a downloaded dataset, the download markers
+   ``<root>/.klrpn-downloads/<entry>.json`` of its manifest group (``klrpn data download`` writes a
+   marker last, after verifying and unpacking) and, for a pretrained backbone, the marker of its
+   ImageNet weights. The smoke profile reads the synthetic tree of ``klrpn data synth``: it needs
+   no download.
+2. **Images.** Every image the cells' training and test sets list exists, its header's size is
+   the annotation's, and it is not cut short (a JPEG ends with its end-of-image marker, a PNG
+   with its ``IEND`` chunk). Only the header and the last bytes of a file are read, so that all of
+   COCO 2017 and VOC are checked in about a minute (docs/data.md).
+3. **Weights.** The ImageNet weights present have the sha256 of the download manifest.
+4. **Disk.** The results folder's disk has room for the checkpoints of the cells whose run
+   (seed 0) has no final model yet (:func:`klrpn.cost.run_disk_bytes` each).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from klrpn.atomic import atomic_write_json
 from klrpn.config import list_cells, load_cell
-from klrpn.data.download import read_manifest
-from klrpn.layout import download_marker
+from klrpn.data.download import needed_markers, read_manifest, sha256_of
+from klrpn.layout import FINAL_NAME, SYNTHETIC_PROFILES, run_dir
 
-SYNTHETIC_PROFILES = ("smoke",)  # profiles whose params point every dataset at `klrpn data synth`
-
-
-class DataMissingError(RuntimeError):
-    """Data that a profile's cells read has not been downloaded (or pulled)."""
-
-
-def download_entries(cfg: dict) -> list[str]:
-    """Manifest entries a resolved cell configuration reads: its dataset's group and, if
-    pretrained, its backbone's ImageNet weights (last)."""
-    manifest = read_manifest()
-    names = [e.name for e in manifest if e.group == cfg["dataset"]["format"]]
-    if cfg["model"]["pretrained"]:
-        backbone = cfg["model"]["backbone"]
-        if backbone not in {e.name for e in manifest}:
-            raise ValueError(f"model.backbone {backbone!r}: no ImageNet weights of that name in the "
-                             "download manifest (klrpn/data/manifest.tsv)")
-        names.append(backbone)
-    return names
+JPEG_END, PNG_END = b"\xff\xd9", b"IEND\xaeB`\x82"
+TAIL_BYTES = 4096     # how far from a file's end its end marker may lie (trailing padding)
+REDOWNLOAD = ("download it again: delete its download marker (<root>/.klrpn-downloads/) and run "
+              "`klrpn data download`")
+RESYNTHESIZE = "make the synthetic data again: delete its folder and run `klrpn data synth`"
 
 
-def needed_markers(cfg: dict) -> list[Path]:
-    """The download markers of :func:`download_entries`: under the dataset root's parent for the
-    dataset, under ``model.weights_dir``'s parent for the weights (where ``klrpn data download
-    --root`` writes them)."""
-    names = download_entries(cfg)
-    roots = [Path(cfg["dataset"]["root"]).parent] * len(names)
-    if cfg["model"]["pretrained"]:
-        roots[-1] = Path(cfg["model"]["weights_dir"]).parent
-    return [download_marker(root, name) for root, name in zip(roots, names)]
+class DataCheckError(RuntimeError):
+    """What a profile's cells read is missing or broken; ``problems`` holds one line each."""
+
+    def __init__(self, message: str, problems: list[str]):
+        super().__init__(message)
+        self.problems = problems
 
 
-def check(profile: str, params_dir: str | os.PathLike | None = None) -> dict:
-    """``{"profile", "synthetic", "cells": {cell: [marker, ...]}}`` for every cell of
-    ``cells.yaml``; raises :class:`DataMissingError` naming each missing marker and the command
-    that downloads it."""
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image a dataset lists, with the size its annotation gives."""
+    path: Path
+    width: int
+    height: int
+    listed_in: str     # the annotation file (COCO) or image set (VOC) that lists it
+
+
+# --- images -----------------------------------------------------------------------------------
+
+def listed_images(cfg: dict, set_name: str) -> list[ImageEntry]:
+    """The images one set of a cell's dataset lists (``dataset.format`` coco or voc), read the
+    way the datasets read them (:mod:`klrpn.data.coco`, :mod:`klrpn.data.voc`)."""
+    from klrpn.data import build_dataset
+
+    dataset = build_dataset(cfg, set_name, train=False)
+    if cfg["dataset"]["format"] == "voc":   # VOC<year>/JPEGImages/<id>.jpg: Annotations/<id>.xml
+        def where(path):
+            return str(path.parent.parent / "Annotations" / f"{path.stem}.xml")
+    else:
+        def where(path, ann_file=str(dataset.ann_file)):
+            return ann_file
+    return [ImageEntry(Path(r["path"]), int(r["width"]), int(r["height"]), where(Path(r["path"])))
+            for r in dataset.records]
+
+
+def image_problem(entry: ImageEntry, remedy: str = REDOWNLOAD) -> str | None:
+    """What is wrong with one listed image (None if nothing): missing, unreadable header, a size
+    other than the annotation's, or cut short; ``remedy`` ends the line. Reads the header and the
+    last bytes only."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = entry.path
+    try:
+        size = path.stat().st_size
+        with Image.open(path) as im:
+            width, height, kind = im.width, im.height, im.format
+    except FileNotFoundError:
+        return f"{path}: missing (listed in {entry.listed_in}); {remedy}"
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        return f"{path}: not a readable image ({err}); {remedy}"
+    if (width, height) != (entry.width, entry.height):
+        return (f"{path}: image is {width}x{height} but {entry.listed_in} says "
+                f"{entry.width}x{entry.height}; {remedy}")
+    end = {"JPEG": JPEG_END, "PNG": PNG_END}.get(kind)
+    if end is not None:
+        with open(path, "rb") as f:
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read()
+        if not tail.rstrip(b"\x00\r\n ").endswith(end):
+            return f"{path}: {kind} file cut short ({size} bytes, no end marker); {remedy}"
+    return None
+
+
+def image_problems(cfgs: list[dict], remedy: str = REDOWNLOAD) -> tuple[list[str], int]:
+    """(problems, images checked) over every set the cells' datasets list (train and test),
+    each (dataset root, set) and each image once."""
+    problems: list[str] = []
+    seen_sets: set[tuple[str, str, str]] = set()
+    seen_images: set[Path] = set()
+    for cfg in cfgs:
+        d = cfg["dataset"]
+        for set_name in dict.fromkeys([*d["train"], d["test"]]):
+            key = (d["format"], str(d["root"]), set_name)
+            if key in seen_sets:
+                continue
+            seen_sets.add(key)
+            try:
+                entries = listed_images(cfg, set_name)
+            except (FileNotFoundError, ValueError) as err:
+                problems.append(f"{err}; {remedy}")
+                continue
+            for entry in entries:
+                if entry.path not in seen_images:
+                    seen_images.add(entry.path)
+                    problem = image_problem(entry, remedy)
+                    if problem:
+                        problems.append(problem)
+    return problems, len(seen_images)
+
+
+# --- weights and disk ---------------------------------------------------------------------------
+
+def weights_problems(cfgs: list[dict]) -> list[str]:
+    """The ImageNet weights files present whose sha256 is not the manifest's (the torchvision
+    files; caffe-style weights have no published digest)."""
+    from klrpn.models import weights_file
+
+    manifest = {e.name: e for e in read_manifest()}
+    problems, seen = [], set()
+    for cfg in cfgs:
+        m = cfg["model"]
+        if not m["pretrained"] or m.get("weights_style", "torchvision") != "torchvision":
+            continue
+        path = Path(m["weights_dir"]) / weights_file(m)
+        entry = manifest.get(m["backbone"])
+        if path in seen or entry is None:
+            continue
+        seen.add(path)
+        if not path.is_file():
+            problems.append(f"{path}: ImageNet weights missing although their download marker is "
+                            f"there; run `klrpn data download {m['backbone']} --root "
+                            f"{Path(m['weights_dir']).parent}` after deleting the marker")
+        elif not sha256_of(path).startswith(entry.sha256):
+            problems.append(f"{path}: sha256 is not the manifest's ({entry.sha256}...); delete it and "
+                            f"its marker and run `klrpn data download {m['backbone']}`")
+    return problems
+
+
+def disk_problem(needed: int, results: Path) -> str | None:
+    """A line when the disk holding ``results`` has less than ``needed`` bytes free."""
+    probe = results
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free >= needed:
+        return None
+    return (f"{results}: the run's checkpoints need about {needed / 2**30:.1f} GiB but its disk has "
+            f"{free / 2**30:.1f} GiB free; free space or point --results elsewhere")
+
+
+# --- the check ----------------------------------------------------------------------------------
+
+def check(profile: str, params_dir: str | os.PathLike | None = None, *, files: bool = True,
+          results: str | os.PathLike | None = None, dataset: str | None = None) -> dict:
+    """``{"profile", "synthetic", "cells": {cell: [marker, ...]}, "images_checked",
+    "disk_needed_bytes"}`` for every cell of ``cells.yaml``. Raises :class:`DataCheckError`
+    listing every problem: missing download markers; then (``files``), for data that is there,
+    each missing, mis-sized or truncated image and missing weights or weights of the wrong sha256;
+    and too little disk under ``results`` (when given) for the cells' checkpoints. ``dataset``
+    (a ``dataset.name``) checks only the cells reading that dataset."""
     synthetic = profile in SYNTHETIC_PROFILES
     cells: dict[str, list[str]] = {}
     missing: dict[Path, list[str]] = {}
-    for cell in list_cells(params_dir):
-        cfg = load_cell(cell["id"], profile, params_dir)
+    cfgs = [load_cell(cell["id"], profile, params_dir) for cell in list_cells(params_dir)]
+    if dataset is not None:
+        names = sorted({c["dataset"]["name"] for c in cfgs})
+        cfgs = [c for c in cfgs if c["dataset"]["name"] == dataset]
+        if not cfgs:
+            raise ValueError(f"--dataset {dataset!r}: no cell of the {profile} profile reads it; "
+                             f"the cells read {', '.join(names)}")
+    for cfg in cfgs:
         markers = [] if synthetic else needed_markers(cfg)
-        cells[cell["id"]] = [str(m) for m in markers]
+        cells[cfg["cell"]] = [str(m) for m in markers]
         for m in markers:
             if not m.is_file():
-                missing.setdefault(m, []).append(cell["id"])
-    if missing:
-        raise DataMissingError(_missing_message(profile, missing))
-    return {"profile": profile, "synthetic": synthetic, "cells": cells}
+                missing.setdefault(m, []).append(cfg["cell"])
+    present = [c for c in cfgs if not any(Path(m) in missing for m in cells[c["cell"]])]
+    problems: list[str] = []
+    checked = 0
+    if files:
+        problems, checked = image_problems(present, RESYNTHESIZE if synthetic else REDOWNLOAD)
+        problems += weights_problems(present)
+    needed = 0
+    if results is not None:
+        from klrpn.cost import run_disk_bytes
+
+        needed = sum(run_disk_bytes(c) for c in cfgs
+                     if not (run_dir(results, c["cell"], 0) / FINAL_NAME).is_file())
+        if (line := disk_problem(needed, Path(results))):
+            problems.append(line)
+    if missing or problems:
+        lines = ([_missing_message(profile, missing)] if missing else []) + problems
+        head = (f"the {profile} profile's data has {len(problems)} problem(s):" if problems
+                else None)
+        message = "\n".join(([lines[0]] if missing else [])
+                            + ([head] if head else []) + [f"  {p}" for p in problems])
+        raise DataCheckError(message, [*map(str, missing), *problems])
+    return {"profile": profile, "synthetic": synthetic, "cells": cells,
+            "images_checked": checked, "disk_needed_bytes": needed}
 
 
 def _missing_message(profile: str, missing: dict[Path, list[str]]) -> str:

@@ -274,3 +274,30 @@ def _unzip(archive: Path, staging: Path) -> None:
                 raise ArchiveError(f"{archive}: member {info.filename!r} is a link, nothing "
                                    "extracted")
         zf.extractall(staging)  # reading checks each member's CRC
+
+
+# --- what a cell needs downloaded (klrpn data check, the Snakemake workflow's inputs) ---------
+
+def download_entries(cfg: dict) -> list[str]:
+    """Manifest entries a resolved cell configuration reads: its dataset's group and, if
+    pretrained, its backbone's ImageNet weights (last)."""
+    manifest = read_manifest()
+    names = [e.name for e in manifest if e.group == cfg["dataset"]["format"]]
+    if cfg["model"]["pretrained"]:
+        backbone = cfg["model"]["backbone"]
+        if backbone not in {e.name for e in manifest}:
+            raise ValueError(f"model.backbone {backbone!r}: no ImageNet weights of that name in the "
+                             "download manifest (klrpn/data/manifest.tsv)")
+        names.append(backbone)
+    return names
+
+
+def needed_markers(cfg: dict) -> list[Path]:
+    """The download markers of :func:`download_entries`: under the dataset root's parent for the
+    dataset, under ``model.weights_dir``'s parent for the weights (where ``klrpn data download
+    --root`` writes them)."""
+    names = download_entries(cfg)
+    roots = [Path(cfg["dataset"]["root"]).parent] * len(names)
+    if cfg["model"]["pretrained"]:
+        roots[-1] = Path(cfg["model"]["weights_dir"]).parent
+    return [download_marker(root, name) for root, name in zip(roots, names)]

@@ -114,7 +114,7 @@ def test_outputs_a_rerun_needs_persist_and_every_output_is_cached():
     assert persisted == {("train", name)
                          for name in ("checkpoints", "model_final.pt", "train_log.csv")} | {
         ("evaluate", name) for name in ("detections.json", "metrics.json")} | {
-        ("data-check", "data-check.json")}
+        ("data-check", "data-check.json"), ("synth", "synthetic")}
 
 
 def test_the_generated_dvc_runs_file_is_current_and_follows_the_layout(monkeypatch):
@@ -151,9 +151,10 @@ def test_data_check_is_the_first_stage_and_upstream_of_every_training_stage(dvc_
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert next(iter(spec)) == "data-check"          # DVC runs independent stages in file order
     check = dvc_stages["data-check"]
-    assert check["cmd"] == ("klrpn data check --profile smoke --params params "
+    assert check["cmd"] == ("klrpn data check --profile smoke --params params --results results "
                             "--out results/data-check.json")
     assert check["outs"] == {"results/data-check.json"}
+    assert "synthetic" in check["deps"]              # smoke: after `synth`, on its output
     # never data/ itself: DVC would stop on the missing dependency with its own message first
     assert not any(d == "data" or d.startswith("data/") for d in check["deps"])
     for name, s in _by_rule(dvc_stages)["train"].items():

@@ -3,7 +3,7 @@ cell, 30 for the R-FCN cells so that one can be interrupted): synthetic data, 12
 and both tables with no manual step; push to a local directory remote, a fresh clone, `dvc pull`
 and a no-op `dvc repro`; a killed training stage resumes from its checkpoint; a change to the
 training code retrains from zero (DVC and `snakemake --forcerun train`) with the old run kept
-aside; `dvc exp run -S` reruns one cell; paper mode without data stops at the data-check stage with
+aside; broken images stop the run at the data-check stage before any training; `dvc exp run -S` reruns one cell; paper mode without data stops at the data-check stage with
 klrpn's message, before any other stage, deleting nothing."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import REPO
+from helpers import REPO, break_three_images
 from helpers import shorten_smoke_profile as shorten_profile
 
 from klrpn import identity
@@ -114,7 +114,7 @@ def test_fresh_checkout_repro_runs_everything_and_then_is_up_to_date(pipeline):
     expected = {"data-check", "synth", "figure3", "table1", "table2"} | {
         f"{s}@{c}" for s in ("train", "evaluate") for c in CELLS}
     assert stages_run(output) == expected
-    assert output.index("Running stage 'data-check'") < output.index("Running stage 'synth'") \
+    assert output.index("Running stage 'synth'") < output.index("Running stage 'data-check'") \
         < output.index("Running stage 'train@")
     for name in ("table1.md", "table2.md", "figure3.md", "figure3.png"):
         assert (repo / "reports" / name).stat().st_size > 0, name
@@ -125,6 +125,30 @@ def test_fresh_checkout_repro_runs_everything_and_then_is_up_to_date(pipeline):
     assert run(repo, "dvc", "status").stdout.strip() == UP_TO_DATE    # data.dvc included
     again = run(repo, "dvc", "repro").stdout
     assert UP_TO_DATE in again and not stages_run(again)
+
+
+def test_broken_data_stops_repro_before_any_training_stage(pipeline):
+    """The pre-flight: one image deleted, one truncated, one whose annotation says another size.
+    `dvc repro` reruns `synth` (which leaves the data as it is) and stops at `data-check`,
+    listing the three files, before any training stage; nothing under results/ changes. With the
+    files back, `dvc repro` runs `synth` only and the pipeline is up to date again."""
+    _, repo, _ = pipeline
+    data = repo / "synthetic"
+    kept = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    broken = break_three_images(data)
+    before = {p: p.stat().st_mtime_ns for p in (repo / "results").rglob("*")}
+    proc = run(repo, "dvc", "repro", check=False)
+    assert proc.returncode != 0
+    assert stages_run(proc.stdout) == {"synth", "data-check"}, proc.stdout
+    assert "failed to reproduce 'data-check'" in proc.stderr
+    for path in broken:
+        assert f"\n  {path}: " in proc.stderr, path
+    assert {p: p.stat().st_mtime_ns for p in (repo / "results").rglob("*")} == before
+    for path, content in kept.items():
+        path.write_bytes(content)
+    again = run(repo, "dvc", "repro").stdout
+    assert stages_run(again) == {"synth"}, again
+    assert run(repo, "dvc", "status").stdout.strip() == UP_TO_DATE
 
 
 def test_metrics_plots_and_dag_name_every_cell(pipeline):
@@ -254,7 +278,8 @@ def paper_variant(dvc_vars: str) -> str:
     docs/pipeline.md tells a user to."""
     return (dvc_vars.replace("profile: smoke", "profile: paper")
             .replace("profile_params: params/profiles/smoke.yaml", "profile_params: params/defaults.yaml")
-            .replace("data: synthetic", "data: data"))
+            .replace("data: synthetic", "data: data")
+            .replace("data_check_after: synthetic", "data_check_after: workflow/config/dvc-vars.yaml"))
 
 
 def test_paper_mode_without_data_stops_with_our_message_before_any_stage(pipeline):

@@ -91,7 +91,8 @@ def test_adding_seeds_to_a_complete_run_schedules_only_the_new_seeds(workdir):
 def test_ablations_target_builds_exactly_the_variants_and_their_base(workdir):
     proc = snakemake(workdir, "-n", "-p", "reports/ablations.md", "--cores", "all")
     counts = job_counts(proc.stdout)
-    assert counts.keys() == {"download", "train", "evaluate", "ablations"}
+    assert counts.keys() == {"download", "data_check", "train", "evaluate", "ablations"}
+    assert counts["data_check"] == 1          # the one dataset these runs read (voc0712)
     expected = {(c, 0) for c in [BASE, BASE_RPN, *VARIANTS]}
     outs = job_outputs(proc.stdout)
     assert runs_of(outs["train"]) == expected and runs_of(outs["evaluate"]) == expected
@@ -99,7 +100,8 @@ def test_ablations_target_builds_exactly_the_variants_and_their_base(workdir):
     # the smoke profile: the same runs for each of its seed_reports.seeds (0, 1)
     proc = snakemake(workdir, "-n", "-p", *SMOKE, "reports/ablations.md")
     assert runs_of(job_outputs(proc.stdout)["train"]) == {(c, s) for c, _ in expected for s in (0, 1)}
-    assert job_counts(proc.stdout) == {"synth": 1, "train": 14, "evaluate": 14, "ablations": 1}
+    assert job_counts(proc.stdout) == {"synth": 1, "data_check": 1, "train": 14, "evaluate": 14,
+                                       "ablations": 1}
     assert "report ablations --results results --params params --profile smoke --seeds 0,1 " \
         in proc.stdout
 
@@ -107,7 +109,8 @@ def test_ablations_target_builds_exactly_the_variants_and_their_base(workdir):
 def test_smoke_seed_reports_read_their_configured_seeds_and_pair(workdir):
     proc = snakemake(workdir, "-n", "-p", *SMOKE, "reports/significance.md", "reports/proposals.md")
     counts = job_counts(proc.stdout)
-    assert counts == {"synth": 1, "train": 4, "evaluate": 4, "significance": 1, "proposals": 1}
+    assert counts == {"synth": 1, "data_check": 1, "train": 4, "evaluate": 4, "significance": 1,
+                      "proposals": 1}
     assert runs_of(job_outputs(proc.stdout)["train"]) == {(c, s) for c in (BASE, BASE_RPN)
                                                            for s in (0, 1)}
     for rule in ("significance", "proposals"):

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from conftest import complete_outputs, job_counts, job_outputs, snakemake
-from helpers import PARAMS
+from helpers import PARAMS, break_three_images
 
 from klrpn.config import list_cells
 
@@ -64,9 +64,26 @@ def test_resources_option_swallows_a_following_target(workdir):
 def test_smoke_profile_is_synthetic_cpu_and_complete(workdir):
     proc = snakemake(workdir, "-n", "--profile", "workflow/profiles/smoke")
     counts = job_counts(proc.stdout)
-    assert counts == {"synth": 1, "train": 12, "evaluate": 12, "figure3": 1, "report": 2, "all": 1}
+    assert counts == {"synth": 1, "data_check": 3, "train": 12, "evaluate": 12, "figure3": 1,
+                      "report": 2, "all": 1}
     assert "--profile smoke" in proc.stdout and "gpu=4" not in proc.stdout and "gpu=1" not in proc.stdout
     assert "download" not in counts
+
+
+def test_broken_data_stops_the_run_before_any_training_job(workdir):
+    """The pre-flight: with one image deleted, one truncated and one whose annotation says
+    another size, the run stops at the data checks, listing the three files; nothing trains and
+    nothing is written under results/."""
+    snakemake(workdir, "--profile", "workflow/profiles/smoke", "synthetic")
+    broken = break_three_images(workdir / "synthetic")
+    proc = snakemake(workdir, "--profile", "workflow/profiles/smoke", check=False)
+    assert proc.returncode != 0
+    for path in broken:
+        assert path in proc.stdout + proc.stderr, path
+    assert "Error in rule data_check" in proc.stdout + proc.stderr
+    assert "rule train" not in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists() or not any((workdir / "results").rglob("*"))
+    assert not (workdir / "logs" / "train").exists()
 
 
 def test_unknown_config_key_fails_before_any_job_naming_the_key(workdir):

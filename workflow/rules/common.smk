@@ -7,8 +7,7 @@ from pathlib import Path
 
 from klrpn import layout
 from klrpn.config import ParamsError, list_cells, list_variants, load_cell
-from klrpn.data.check import SYNTHETIC_PROFILES, download_entries
-from klrpn.data.download import read_manifest
+from klrpn.data.download import download_entries, read_manifest
 from klrpn.paper import ReportError, selected_pairs
 
 # Jobs run `python -m klrpn.cli ...` with the cells' params from config `params_dir`. Without
@@ -26,7 +25,7 @@ RESULTS = config["results"]
 REPORTS = config["reports"]
 LOGS = config["logs"]
 DATA_ROOT = config["data_root"]
-SYNTHETIC = PROFILE in SYNTHETIC_PROFILES  # the smoke params point every dataset at `klrpn data synth` output
+SYNTHETIC = PROFILE in layout.SYNTHETIC_PROFILES  # the smoke params point every dataset at `klrpn data synth` output
 # job sizes (threads, mem_mb, runtime): toy-sized for the smoke profile (e.g. a smoke run on SLURM)
 RESOURCES = config["smoke_resources"] if PROFILE == "smoke" else config["resources"]
 
@@ -160,6 +159,21 @@ def data_inputs(cell):
     except ValueError as e:
         raise WorkflowError(f"cell {cell}: {e}")
     return [DOWNLOAD_MARKER.format(entry=n) for n in names]
+
+
+DATASETS = sorted({cfg["dataset"]["name"] for cfg in CFG.values()})
+
+
+def data_check_inputs(wildcards):
+    """What the data check of one dataset reads: the data of every cell reading it (downloads
+    first, so that the check sees them)."""
+    return sorted({f for cell, cfg in CFG.items() if cfg["dataset"]["name"] == wildcards.dataset
+                   for f in data_inputs(cell)})
+
+
+def data_check_of(cell):
+    """The data check a training job of `cell` waits for: that of the dataset it reads."""
+    return layout.data_check_file(RESULTS, CFG[cell]["dataset"]["name"]).as_posix()
 
 
 def params_files(cell):

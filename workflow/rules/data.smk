@@ -1,5 +1,7 @@
 # Data: the paper profile downloads (checksummed, resumable, idempotent: `klrpn data download`),
-# one job per manifest entry; the smoke profile generates the synthetic COCO + VOC trees.
+# one job per manifest entry; the smoke profile generates the synthetic COCO + VOC trees. Before
+# any training job on a dataset, its pre-flight (`klrpn data check --dataset`) checks every image
+# the cells list, the weights and the results disk, and stops the run listing what is wrong.
 # Downloaded data is tracked by DVC as data.dvc (docs/pipeline.md): after `dvc pull` the markers
 # exist and nothing is downloaded again.
 
@@ -39,3 +41,30 @@ rule synth:
         "../envs/klrpn.yaml"
     shell:
         "python -m klrpn.cli data synth --root {output} --seed {params.seed} > {log} 2>&1"
+
+
+# The pre-flight of the training jobs on one dataset (dataset.name of their params). Its output
+# is temporary: once the jobs that wait for it are done, Snakemake deletes it, and a later run
+# that trains again checks the data again (a run with nothing to train does not). Local: it reads
+# file headers only, where the jobs will read the data.
+localrules:
+    data_check,
+
+
+rule data_check:
+    input:
+        data_check_inputs,
+    output:
+        temp(layout.data_check_file(RESULTS, "{dataset}").as_posix()),
+    log:
+        f"{LOGS}/data-check/{{dataset}}.log",
+    params:
+        profile=PROFILE,
+        results=lambda wildcards, output: os.path.dirname(output[0]),
+    wildcard_constraints:
+        dataset="|".join(DATASETS),
+    conda:
+        "../envs/klrpn.yaml"
+    shell:
+        "python -m klrpn.cli data check --profile {params.profile} --dataset {wildcards.dataset}"
+        " --results {params.results} --out {output} > {log} 2>&1 || {{ cat {log} >&2; exit 1; }}"
