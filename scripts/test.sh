@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+# One worker per core (at most 4), each test module on one worker (module fixtures run once);
+# KLRPN_TEST_WORKERS=0 runs everything in this process.
+exec .venv/bin/python -m pytest -n "${KLRPN_TEST_WORKERS:-auto}" --maxprocesses 4 --dist loadscope "$@"

@@ -219,6 +219,12 @@ def check(profile: str, params_dir: str | os.PathLike | None = None, *, files: b
             "images_checked": checked, "disk_needed_bytes": needed}
 
 
+def recorded(report: dict) -> dict:
+    """What ``--out`` records of a report: everything but the disk figure, which falls as cells
+    finish (DVC's training stages depend on the file: a new figure would rerun all of them)."""
+    return {k: v for k, v in report.items() if k != "disk_needed_bytes"}
+
+
 def _missing_message(profile: str, missing: dict[Path, list[str]]) -> str:
     groups = {e.name: e.group for e in read_manifest()}
     by_root: dict[Path, set[str]] = {}
@@ -237,5 +243,6 @@ def _missing_message(profile: str, missing: dict[Path, list[str]]) -> str:
 
 
 def write_report(report: dict, out: str | os.PathLike) -> None:
-    """Write ``report`` as JSON to ``out`` atomically (a temporary name, then a rename)."""
-    atomic_write_json(out, report, sort_keys=True)
+    """Write :func:`recorded` of ``report`` as JSON to ``out`` atomically (a temporary name, then
+    a rename)."""
+    atomic_write_json(out, recorded(report), sort_keys=True)

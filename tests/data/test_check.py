@@ -11,7 +11,7 @@ import pytest
 
 from klrpn.cli import main
 from klrpn.config import list_cells
-from klrpn.data.check import DataCheckError, ImageEntry, check, image_problem
+from klrpn.data.check import DataCheckError, ImageEntry, check, image_problem, recorded
 
 from helpers import PARAMS, break_three_images
 
@@ -79,7 +79,8 @@ def test_cli_fails_without_writing_then_writes_the_report(tmp_path, monkeypatch,
     touch_markers(tmp_path, COCO + VOC + ["vgg16", "resnet101"])
     assert main(args) == 0
     assert "all 10 download markers present" in capsys.readouterr().out
-    assert json.loads(out.read_text()) == check("paper", PARAMS, files=False)
+    assert json.loads(out.read_text()) == recorded(check("paper", PARAMS, files=False))
+    assert "disk_needed_bytes" not in json.loads(out.read_text())
     assert [p.name for p in out.parent.iterdir()] == ["data-check.json"]   # no temporary left
 
 

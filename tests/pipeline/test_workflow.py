@@ -76,7 +76,9 @@ def test_broken_data_stops_the_run_before_any_training_job(workdir):
     nothing is written under results/."""
     snakemake(workdir, "--profile", "workflow/profiles/smoke", "synthetic")
     broken = break_three_images(workdir / "synthetic")
-    proc = snakemake(workdir, "--profile", "workflow/profiles/smoke", check=False)
+    # --keep-going: every dataset's check runs (without it Snakemake starts no new job after the
+    # first failure); each fails, so no training job can start either way
+    proc = snakemake(workdir, "--profile", "workflow/profiles/smoke", "--keep-going", check=False)
     assert proc.returncode != 0
     for path in broken:
         assert path in proc.stdout + proc.stderr, path

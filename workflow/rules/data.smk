@@ -43,10 +43,11 @@ rule synth:
         "python -m klrpn.cli data synth --root {output} --seed {params.seed} > {log} 2>&1"
 
 
-# The pre-flight of the training jobs on one dataset (dataset.name of their params). Its output
-# is temporary: once the jobs that wait for it are done, Snakemake deletes it, and a later run
-# that trains again checks the data again (a run with nothing to train does not). Local: it reads
-# file headers only, where the jobs will read the data.
+# The pre-flight of the training jobs on one dataset (dataset.name of their params) whose run has
+# no final model yet (common.smk, data_check_input). Its output is temporary: once those jobs are
+# done Snakemake deletes it, so every later invocation that trains checks the data again first,
+# and one with nothing to train does not. Local: it reads file headers only, where the jobs will
+# read the data.
 localrules:
     data_check,
 
