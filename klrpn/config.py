@@ -10,20 +10,25 @@ A cell's configuration is the merge, in order, of
    ``by_detector.<model.detector>`` and ``by_proposal.<model.proposal>``, then the entries of
    ``by_combination`` (a list of ``{when: {<section>: <value>, ...}, set: {...}}``, e.g.
    ``when: {backbone: resnet101, proposal: rpn}``) whose every ``when`` value matches the cell,
-   in list order: the one way to override a pair (or more) of these values together.
+   in list order: the one way to override a pair (or more) of these values together;
+5. the ``seed`` argument, then the command line's ``--set KEY=VALUE`` overrides
+   (:func:`parse_overrides`).
 
 Every file is validated on its own against ``klrpn/schemas/params.schema.yaml`` (so an error
-names the file that holds the bad key), then the merged result is validated whole.
+names the file that holds the bad key), and so are the overrides (an error names the ``--set``
+item); then the merged result is validated whole.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import jsonschema
 import yaml
@@ -103,16 +108,20 @@ def list_variants(params_dir: str | os.PathLike | None = None) -> list[dict]:
 
 
 def load_cell(cell_id: str, profile: str = "paper",
-              params_dir: str | os.PathLike | None = None, seed: int | None = None) -> dict[str, Any]:
+              params_dir: str | os.PathLike | None = None, seed: int | None = None,
+              overrides: Iterable[str] | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Resolve and validate the configuration of one cell or ablation variant.
 
     ``seed`` (if given) replaces the params' ``seed`` after every file is merged (a run of the
     cell with another seed: its own params hash; seed 0 resolves exactly as the params do).
+    ``overrides`` (``--set`` items ``"KEY=VALUE"``, or a ``{dotted key: value}`` mapping such as
+    a resolved config's ``overrides``) are applied last (:func:`parse_overrides`).
 
     Returns a nested dict (see docs/architecture.md) with ``cell``, ``base_cell`` (the cell
     itself, or the cell an ablation variant extends), ``profile``, ``table``, ``sources`` (the
-    files merged, in order) and ``params_hash`` (sha256 of the canonical JSON of everything
-    else but ``recipe``, see :func:`params_hash`) added.
+    files merged, in order), ``overrides`` (the canonical ``{dotted key: value}`` of the
+    overrides applied, ``{}`` without any) and ``params_hash`` (sha256 of the canonical JSON of
+    everything else but ``recipe``, see :func:`params_hash`) added.
     """
     params_dir = Path(params_dir or default_params_dir())
     tables = {c["id"]: c["table"] for c in list_cells(params_dir)}
@@ -154,11 +163,13 @@ def load_cell(cell_id: str, profile: str = "paper",
             raise ParamsError(f"seed must be an integer >= 0, got {seed!r}")
         cfg["seed"] = seed
         origin["seed"] = "the seed argument"
+    leaves = _apply_overrides(cfg, origin, overrides, schema)
     cfg["table"] = tables[base]
     _validate(cfg, schema, lambda key: origin.get(key, params_dir / cell_file))
     _check_consistency(cfg, base, origin)
     cfg["params_hash"] = params_hash(cfg)
-    cfg.update(cell=cell_id, base_cell=base, profile=profile, sources=[str(p) for p in sources])
+    cfg.update(cell=cell_id, base_cell=base, profile=profile, sources=[str(p) for p in sources],
+               overrides=leaves)
     return cfg
 
 
@@ -167,6 +178,155 @@ def params_hash(cfg: dict) -> str:
     schedule and scales come from: editing one does not make a trained run stale)."""
     hashed = {k: v for k, v in cfg.items() if k != "recipe"}
     return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
+
+
+# --- command-line overrides (--set KEY=VALUE) ---------------------------------------------------
+
+SET_OPTION = "--set"
+# keys an override may not set: what the cell id, the seed option or the params files decide
+_NOT_SETTABLE = {
+    "seed": "a run's seed is --seed N (its runs have folders of their own)",
+    "table": "a cell's table is set in params/cells.yaml",
+    "extends": "'extends' names params files; --set sets values",
+    "dataset.name": "it is part of the cell id: train that cell instead",
+    "model.detector": "it is part of the cell id: train that cell instead",
+    "model.backbone": "it is part of the cell id: train that cell instead",
+    "model.proposal": "it is part of the cell id: train that cell instead",
+}
+_KEY_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _SetLoader(yaml.SafeLoader):
+    """YAML for ``--set`` values: PyYAML's safe loader, but ``1e-3`` is a number (YAML 1.2; YAML
+    1.1 wants ``1.0e-3``) and ``2024-01-01`` stays a string (no dates: params hold none)."""
+
+
+_SetLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_SetLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The canonical form of ``--set`` overrides: ``{dotted key: value}``, keys sorted.
+
+    Each item is ``KEY=VALUE``: ``KEY`` a dotted params key (``train.lr``), ``VALUE`` read as
+    YAML (``0.002`` and ``2e-3`` a float, ``[600, 800]`` a list, ``true`` a bool, ``null`` None,
+    anything else a string). A mapping value is merged as a params file's section is, so it
+    stands for its leaves: ``train.schedule={length: 10}`` is ``train.schedule.length=10``. Lists
+    are set whole (``input.min_size=[600]``; no ``KEY.0`` / ``KEY[0]``). A later item for the same
+    key wins. The keys are not checked against the schema here (:func:`load_cell` does)."""
+    return dict(sorted(_parse_overrides(items)[0].items()))
+
+
+def override_items(overrides: Mapping[str, Any]) -> list[str]:
+    """``--set`` items (``KEY=VALUE``, the value as JSON, which YAML reads back) of a canonical
+    overrides mapping: ``parse_overrides(override_items(o)) == o``."""
+    return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+
+
+def _parse_overrides(items) -> tuple[dict[str, Any], dict[str, str]]:
+    """``({dotted leaf key: value}, {dotted leaf key: the item it came from})``, in the order
+    given (a later item replaces an earlier one's key)."""
+    if not items:
+        return {}, {}
+    if isinstance(items, Mapping):
+        items = override_items(items)
+    leaves: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for item in items:
+        label = f"{SET_OPTION} {item}"
+        if not isinstance(item, str) or "=" not in item:
+            raise ParamsError(f"{label}: expected KEY=VALUE, e.g. {SET_OPTION} train.lr=0.002")
+        key, text = (part.strip() for part in item.split("=", 1))
+        parts = key.split(".")
+        if not key or not all(_KEY_PART.match(p) for p in parts):
+            bad = next((p for p in parts if not _KEY_PART.match(p)), key)
+            if re.search(r"\[|^[0-9]+$", bad):
+                raise ParamsError(f"{label}: lists are set whole, not by element "
+                                  f"(e.g. {SET_OPTION} input.min_size=[600,800])")
+            raise ParamsError(f"{label}: {key!r} is not a dotted params key (e.g. train.lr)")
+        try:
+            value = yaml.load(text, Loader=_SetLoader)
+        except yaml.YAMLError as e:
+            why = " ".join(str(getattr(e, "problem", None) or e).split())
+            raise ParamsError(f"{label}: the value is not valid YAML: {why}") from None
+        for leaf, leaf_value in _flatten(key, value):
+            leaves.pop(leaf, None)   # a repeated key moves to its last place
+            leaves[leaf], where[leaf] = leaf_value, label
+    for leaf, label in where.items():
+        for name, why in _NOT_SETTABLE.items():
+            if leaf == name or leaf.startswith(name + "."):
+                raise ParamsError(f"{label}: key {name!r} cannot be set: {why}")
+    return leaves, where
+
+
+def _flatten(key: str, value: Any):
+    """``(dotted key, value)`` of every non-mapping leaf of ``value`` under ``key``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = str(k)
+            if not _KEY_PART.match(sub):
+                raise ParamsError(f"{SET_OPTION} {key}=...: {sub!r} is not a params key")
+            yield from _flatten(f"{key}.{sub}", v)
+    else:
+        yield key, value
+
+
+def _apply_overrides(cfg: dict, origin: dict, overrides, schema: dict) -> dict[str, Any]:
+    """Validate ``overrides`` like a params file (an error names the ``--set`` item) and merge
+    them into ``cfg``, recording each key's origin as its item. Returns the canonical form."""
+    leaves, where = _parse_overrides(overrides)
+    if not leaves:
+        return {}
+    nested: dict = {}
+    for key, value in leaves.items():
+        *parents, last = key.split(".")
+        node = nested
+        for i, part in enumerate(parents):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"{where[key]}: key {'.'.join(parents[:i + 1])!r} is not a "
+                                  f"section (it is set to {node!r} by another {SET_OPTION})")
+        if isinstance(node.get(last), dict):
+            raise ParamsError(f"{where[key]}: key {key!r} is a section (another {SET_OPTION} sets "
+                              f"a key in it); it cannot also be {value!r}")
+        node[last] = value
+    _validate(nested, _without_required(schema), lambda key: _label_of(key, where))
+    for key, value in leaves.items():
+        *parents, last = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = copy.deepcopy(value)
+        origin[key] = where[key]
+    return dict(sorted(leaves.items()))
+
+
+def _label_of(key: str, where: dict[str, str]) -> str:
+    """The ``--set`` item of ``key``, or of its longest parent or child set by one."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in where:
+            return where[".".join(parts[:n])]
+    return next((w for k, w in where.items() if k.startswith(key + ".")), SET_OPTION)
+
+
+def known_keys(schema: dict | None = None) -> list[str]:
+    """Every dotted key of the params schema (sections and leaves), e.g. ``train.lr``."""
+    found: list[str] = []
+
+    def walk(node: dict, prefix: str) -> None:
+        for name, sub in (node.get("properties") or {}).items():
+            found.append(prefix + name)
+            if isinstance(sub, dict):
+                walk(sub, f"{prefix}{name}.")
+
+    walk(schema or _schema(), "")
+    return found
 
 
 def recipe_of(cfg: dict) -> dict:
@@ -313,6 +473,9 @@ def _validate(data: dict, schema: dict, where) -> None:
         extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
         key = ".".join(path + [extra[0]])
         msg = f"unknown key {key!r}"
+        close = difflib.get_close_matches(key, known_keys(), n=1, cutoff=0.75)
+        if close:
+            msg += f" (did you mean {close[0]!r}?)"
     elif e.validator == "required":
         missing = [k for k in e.validator_value if k not in e.instance]
         key = ".".join(path + [missing[0]])

@@ -135,6 +135,7 @@ def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dic
     m, d = cfg["model"], cfg["dataset"]
     train_prov = dict(final.get("provenance") or {})
     identity = train_prov.pop("run_identity", None) or cfg.get("run_identity")  # klrpn.identity
+    overrides = {"overrides": plain(cfg["overrides"])} if cfg.get("overrides") else {}  # --set
     return {
         "schema_version": SCHEMA_VERSION,
         "cell": cfg["cell"], "profile": cfg["profile"], "table": cfg["table"],
@@ -156,6 +157,7 @@ def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dic
             "hardware": train_prov.get("hardware", "unknown"),
             "run_identity": identity,
             "imagenet_weights": imagenet_weights_of(cfg),
+            **overrides,
             "train": plain(train_prov),
         },
     }
@@ -198,10 +200,11 @@ def eval_device(cfg: dict, device: str | None):
 
 def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None = None, *,
                   params_dir=None, device: str | None = None, progress: bool = True,
-                  seed: int | None = None, log=print) -> dict:
+                  seed: int | None = None, overrides=None, log=print) -> dict:
     """Evaluate the trained cell in ``out_dir`` (default ``results/CELL``, or
-    ``klrpn.layout.run_dir("results", CELL, seed)`` with ``seed``, which overrides the params'
-    seed as in training); write and return its metrics document."""
+    ``klrpn.layout.run_dir("results", CELL, seed, overrides)`` with ``seed`` / ``overrides``
+    (``--set`` items), which override the params as in training); write and return its metrics
+    document."""
     from klrpn.config import load_cell
     from klrpn.layout import run_dir
     from klrpn.data import build_dataset
@@ -210,8 +213,8 @@ def evaluate_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | No
     from klrpn.models import build_model
 
     start = time.perf_counter()
-    cfg_now = load_cell(cell_id, profile, params_dir, seed=seed)
-    out_dir = Path(out_dir or run_dir("results", cell_id, seed or 0))
+    cfg_now = load_cell(cell_id, profile, params_dir, seed=seed, overrides=overrides)
+    out_dir = Path(out_dir or run_dir("results", cell_id, seed or 0, cfg_now["overrides"]))
     final = ckpt.load_final(out_dir)
     cfg = final["cfg"]
     if cfg.get("params_hash") != cfg_now["params_hash"]:

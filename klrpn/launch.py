@@ -54,10 +54,12 @@ def gpus_to_use(cfg: dict, available: int, log=print) -> int:
 def train_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None = None, *,
                params_dir=None, device: str | None = None, amp: str | None = None,
                restart_on_params_change: bool = False, seed: int | None = None,
-               log=print) -> int:
+               overrides=None, log=print) -> int:
     """Train one cell into ``out_dir`` (default ``results/CELL``, or
-    ``klrpn.layout.run_dir("results", CELL, seed)`` with ``seed``); returns an exit status.
-    ``seed`` overrides the params' seed (:func:`klrpn.config.load_cell`).
+    ``klrpn.layout.run_dir("results", CELL, seed, overrides)`` with ``seed`` / ``overrides``);
+    returns an exit status. ``seed`` overrides the params' seed and ``overrides`` (``--set``
+    items ``KEY=VALUE``) any params value (:func:`klrpn.config.load_cell`); both are checked
+    before anything else happens.
 
     Only one run may train into ``out_dir`` at a time (:mod:`klrpn.runlock`); a second one
     fails at once with :class:`~klrpn.runlock.RunLockError`. Under torchrun, this process is
@@ -68,11 +70,14 @@ def train_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None 
     :mod:`klrpn.identity`) is moved aside (:func:`archive_stale_run`) instead of being an
     error: the pipelines retrain a cell whose params, data or code changed.
     """
-    from klrpn.config import load_cell
+    from klrpn.config import load_cell, override_items
 
-    cfg = load_cell(cell_id, profile, params_dir, seed=seed)
+    cfg = load_cell(cell_id, profile, params_dir, seed=seed, overrides=overrides)
     cfg["run_identity"] = run_identity(cfg)  # params, data, code (klrpn.identity); checkpoints keep it
-    out_dir = Path(out_dir or run_dir("results", cell_id, seed or 0))
+    out_dir = Path(out_dir or run_dir("results", cell_id, seed or 0, cfg["overrides"]))
+    if cfg["overrides"] and not dist_utils.under_torchrun():
+        log(f"{cell_id}: --set {' '.join(override_items(cfg['overrides']))} "
+            f"(params hash {cfg['params_hash'][:12]}), into {out_dir}")
     worker = dist_utils.under_torchrun() and dist_utils.world_from_env().rank != 0
     with contextlib.nullcontext() if worker else runlock.hold(out_dir):
         return _train_cell(cfg, out_dir, profile=profile, params_dir=params_dir, device=device,
@@ -85,6 +90,8 @@ def _train_cell(cfg: dict, out_dir: Path, *, profile: str, params_dir, device: s
                 seed: int | None = None) -> int:
     """:func:`train_cell` once the output folder's run lock is held."""
     from klrpn import gpu
+
+    from klrpn.config import override_items
 
     cell_id = cfg["cell"]
     if not dist_utils.under_torchrun():
@@ -117,6 +124,8 @@ def _train_cell(cfg: dict, out_dir: Path, *, profile: str, params_dir, device: s
             argv += ["--amp", amp]
         if seed is not None:
             argv += ["--seed", str(seed)]
+        for item in override_items(cfg["overrides"]):
+            argv += ["--set", item]
         return torchrun(n, argv, claim.env_value)
 
 

@@ -8,14 +8,18 @@ klrpn, so every layer (and the Snakefile) may import it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any, Mapping
 
 # --- the params tree ----------------------------------------------------------------------------
 CELLS_INDEX = "cells.yaml"            # params/cells.yaml: THE list of cells and their table
 
-# --- one run: <results>/<cell> (seed 0) or <results>/seed<N>/<cell> -----------------------------
+# --- one run: <results>/<cell> (seed 0) or <results>/seed<N>/<cell>; with --set overrides
+# <results>/set-<hash>/<cell> or <results>/set-<hash>/seed<N>/<cell> -------------------------------
 FINAL_NAME = "model_final.pt"
 CKPT_DIR = "checkpoints"
 TRAIN_LOG = "train_log.csv"
@@ -29,6 +33,14 @@ SEED_FOLDER_PREFIX = "seed"
 # a run folder's seed part as a Snakemake wildcard: "" (seed 0) or "seed<N>/" (N >= 1)
 SEED_DIR_PATTERN = "(seed[1-9][0-9]*/)?"
 _SEED_FOLDER = re.compile(r"^seed([1-9][0-9]*)$")
+
+# the runs of one list of `--set KEY=VALUE` overrides: <results>/set-<hash>/, a results root of its
+# own laid out as <results> is. Neither a cell id ("<dataset>-<detector>-...") nor "seed<N>" nor
+# "stale-<id>" (inside a run folder) can take this name, and no Snakemake / DVC run pattern
+# (<results>/{seeddir}{cell}, seeddir "" or "seed<N>/") matches below it.
+OVERRIDES_FOLDER_PREFIX = "set-"
+OVERRIDES_HASH_CHARS = 12
+_OVERRIDES_FOLDER = re.compile(rf"^{OVERRIDES_FOLDER_PREFIX}[0-9a-f]{{{OVERRIDES_HASH_CHARS}}}$")
 
 # --- data ---------------------------------------------------------------------------------------
 SYNTHETIC_PROFILES = ("smoke",)        # profiles whose params point every dataset at `klrpn data synth`
@@ -95,10 +107,28 @@ def seed_of_seed_dir(value: str) -> int:
     return int(m.group(1))
 
 
-def run_dir(results: str | os.PathLike, cell: str, seed: int = 0) -> Path:
+def overrides_hash(overrides: Mapping[str, Any]) -> str:
+    """The first :data:`OVERRIDES_HASH_CHARS` hex digits of the sha256 of the canonical JSON
+    (keys sorted, no spaces) of a ``{dotted key: value}`` overrides mapping
+    (:func:`klrpn.config.parse_overrides`)."""
+    text = json.dumps(dict(overrides), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:OVERRIDES_HASH_CHARS]
+
+
+def overrides_dir(overrides: Mapping[str, Any] | None) -> str:
+    """The overrides part of a run folder: "" without overrides, else ``"set-<hash>/"``
+    (:func:`overrides_hash`)."""
+    return f"{OVERRIDES_FOLDER_PREFIX}{overrides_hash(overrides)}/" if overrides else ""
+
+
+def run_dir(results: str | os.PathLike, cell: str, seed: int = 0,
+            overrides: Mapping[str, Any] | None = None) -> Path:
     """The folder of one training run: ``<results>/<cell>`` for seed 0 (the paper's single run)
-    and ``<results>/seed<N>/<cell>`` for seed N > 0. ``cell`` is a cell or variant id."""
-    return Path(results) / f"{seed_dir(seed)}{cell}"
+    and ``<results>/seed<N>/<cell>`` for seed N > 0. ``cell`` is a cell or variant id. A run with
+    ``--set`` overrides (their canonical ``{dotted key: value}`` mapping) lives under
+    ``<results>/set-<hash>/`` instead of ``<results>/`` (:func:`overrides_dir`), so it never
+    shares a folder with the cell's own run."""
+    return Path(results) / f"{overrides_dir(overrides)}{seed_dir(seed)}{cell}"
 
 
 def run_dir_pattern(results: str | os.PathLike) -> str:
@@ -113,9 +143,11 @@ def run_file(results: str | os.PathLike, cell: str, seed: int, name: str) -> Pat
 
 
 def results_of_run(folder: str | os.PathLike) -> Path:
-    """The results root of a run folder (the inverse of :func:`run_dir`'s prefix)."""
+    """The results root of a run folder (the inverse of :func:`run_dir`'s prefix: its seed and
+    overrides folders removed)."""
     parent = Path(folder).parent
-    return parent.parent if _SEED_FOLDER.match(parent.name) else parent
+    parent = parent.parent if _SEED_FOLDER.match(parent.name) else parent
+    return parent.parent if _OVERRIDES_FOLDER.match(parent.name) else parent
 
 
 def run_name(cell: str, seed: int) -> str:

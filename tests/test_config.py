@@ -317,3 +317,92 @@ def test_bad_baseline_options_name_file_and_key(params, old, new, key):
     with pytest.raises(ParamsError) as e:
         load_cell("voc07-rfcn-resnet101-rpn", "paper", params)
     assert str(path) in str(e.value) and f"'{key}'" in str(e.value)
+
+
+# --- command-line overrides (--set KEY=VALUE) -----------------------------------------------------
+
+SET_CELL = "voc07-rfcn-resnet101-klrpn"
+
+
+def test_override_values_are_read_as_yaml():
+    from klrpn.config import parse_overrides
+
+    assert parse_overrides(["train.lr=0.002", "input.min_size=[96, 128]", "input.flip=false",
+                            "input.max_size=null", "dataset.root=data/x", "train.lr=2e-3",
+                            "model.roi.nms_thresh=.5", "dataset.test=2007-01-01"]) == {
+        "dataset.root": "data/x", "dataset.test": "2007-01-01", "input.flip": False,
+        "input.max_size": None, "input.min_size": [96, 128], "model.roi.nms_thresh": 0.5,
+        "train.lr": 0.002}                         # sorted; the later train.lr wins; no dates
+    assert parse_overrides(["train.schedule={length: 10, steps: [8]}"]) == \
+        {"train.schedule.length": 10, "train.schedule.steps": [8]}   # a mapping: its leaves
+    assert parse_overrides(None) == parse_overrides([]) == {}
+
+
+def test_override_items_round_trip():
+    from klrpn.config import override_items, parse_overrides
+
+    canonical = parse_overrides(["train.lr=1e-5", "input.min_size=[96]", "input.max_size=~",
+                                 "dataset.root=a b"])
+    assert override_items(canonical) == ['dataset.root="a b"', "input.max_size=null",
+                                         "input.min_size=[96]", "train.lr=1e-05"]
+    assert parse_overrides(override_items(canonical)) == canonical
+
+
+def test_an_override_changes_the_value_and_the_params_hash():
+    plain = load_cell(SET_CELL, "smoke", PARAMS)
+    cfg = load_cell(SET_CELL, "smoke", PARAMS, overrides=["train.lr=0.002"])
+    assert plain["train"]["lr"] == 0.001 and cfg["train"]["lr"] == 0.002
+    assert cfg["overrides"] == {"train.lr": 0.002} and plain["overrides"] == {}
+    assert cfg["params_hash"] != plain["params_hash"]
+    assert cfg["params_hash"] == load_cell(SET_CELL, "smoke", PARAMS,
+                                           overrides={"train.lr": 0.002})["params_hash"]
+    # the rest of the config is untouched; an override with the params' own value changes nothing
+    assert {**cfg, "train": plain["train"], "overrides": {}, "params_hash": 0} == \
+        {**plain, "params_hash": 0}
+    same = load_cell(SET_CELL, "smoke", PARAMS, overrides=["train.lr=0.001"])
+    assert same["params_hash"] == plain["params_hash"]
+    # with --seed too: both apply
+    both = load_cell(SET_CELL, "smoke", PARAMS, seed=2, overrides=["train.lr=0.002"])
+    assert (both["seed"], both["train"]["lr"]) == (2, 0.002)
+    assert both["params_hash"] not in (cfg["params_hash"], plain["params_hash"])
+
+
+def test_a_mapping_override_merges_into_its_section():
+    cfg = load_cell(SET_CELL, "smoke", PARAMS, overrides=["train.schedule={length: 10, steps: [8]}"])
+    plain = load_cell(SET_CELL, "smoke", PARAMS)
+    assert cfg["train"]["schedule"] == {**plain["train"]["schedule"], "length": 10, "steps": [8]}
+
+
+@pytest.mark.parametrize("items, message", [
+    (["train.lrr=1"], "--set train.lrr=1: unknown key 'train.lrr' (did you mean 'train.lr'?)"),
+    (["train.lr=fast"], "--set train.lr=fast: key 'train.lr': expected number, got str 'fast'"),
+    (["input.flip=3"], "--set input.flip=3: key 'input.flip': expected boolean, got int 3"),
+    (["train.schedule={lenth: 3}"], "--set train.schedule={lenth: 3}: unknown key "
+                                    "'train.schedule.lenth' (did you mean 'train.schedule.length'?)"),
+    (["train.lr"], "--set train.lr: expected KEY=VALUE, e.g. --set train.lr=0.002"),
+    (["=1"], "--set =1: '' is not a dotted params key (e.g. train.lr)"),
+    (["input.min_size.0=96"], "--set input.min_size.0=96: lists are set whole, not by element "
+                              "(e.g. --set input.min_size=[600,800])"),
+    (["input.min_size[0]=96"], "--set input.min_size[0]=96: lists are set whole, not by element "
+                               "(e.g. --set input.min_size=[600,800])"),
+    (["train.lr=[1,"], "--set train.lr=[1,: the value is not valid YAML: expected the node "
+                       "content, but found '<stream end>'"),
+    (["seed=3"], "--set seed=3: key 'seed' cannot be set: a run's seed is --seed N (its runs "
+                 "have folders of their own)"),
+    (["model.proposal=rpn"], "--set model.proposal=rpn: key 'model.proposal' cannot be set: it "
+                             "is part of the cell id: train that cell instead"),
+    (["train.lr=0.002", "input.max_size=100"],
+     "--set input.max_size=100: key 'input.max_size': 100 is below a short side of "
+     "input.min_size / input.test_min_size (null: no cap)"),            # consistency checks
+])
+def test_override_errors_are_one_line_naming_the_item(items, message):
+    with pytest.raises(ParamsError) as e:
+        load_cell(SET_CELL, "smoke", PARAMS, overrides=items)
+    assert str(e.value) == message
+
+
+def test_unknown_keys_in_params_files_get_a_suggestion_too(params):
+    cell = params / "cells" / "coco-faster_rcnn-vgg16-klrpn.yaml"
+    cell.write_text(cell.read_text().replace("  lr:", "  lrr:"))
+    with pytest.raises(ParamsError, match=r"unknown key 'train\.lrr' \(did you mean 'train\.lr'\?\)"):
+        load_cell("coco-faster_rcnn-vgg16-klrpn", "paper", params)

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         evaluate_cell(args.cell, args.profile, args.out, params_dir=args.params, device=args.device,
-                      seed=args.seed)
+                      seed=args.seed, overrides=args.set)
     except (ParamsError, CheckpointError, GPUClaimError, FileNotFoundError) as e:
         print(f"klrpn evaluate: {e}", file=sys.stderr)
         return 1

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         return train_cell(args.cell, args.profile, args.out, params_dir=args.params,
                           device=args.device, amp=args.amp,
                            restart_on_params_change=args.restart_on_params_change,
-                           seed=args.seed)
+                           seed=args.seed, overrides=args.set)
     except (ParamsError, CheckpointError, GPUClaimError, DivergenceError, RunLockError,
             FileNotFoundError) as e:
         print(f"klrpn train: {e}", file=sys.stderr)

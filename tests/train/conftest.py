@@ -45,3 +45,19 @@ def synthesize_for(params: Path, workdir: Path) -> Path:
     root = root if root.is_absolute() else workdir / root
     generate(root, seed=0, log=lambda *a: None)
     return root
+
+
+@pytest.fixture
+def tiny_workspace(tmp_path, monkeypatch):
+    """A working directory with a tiny synthetic dataset (2-4 images a split) and params/ whose
+    smoke profile trains 2 iterations of batch 1: a cell trains and evaluates in seconds."""
+    from klrpn.data.synthetic import generate
+
+    generate(tmp_path / "synthetic", seed=0, log=lambda *a: None,
+             sizes={"coco/train2017": 2, "coco/val2017": 2, "VOC2007/trainval": 4,
+                    "VOC2007/test": 3, "VOC2012/trainval": 4})
+    shortened_smoke_params(tmp_path / "params", length=2, steps=[1], warmup_iters=0,
+                           checkpoint_every=1, train={"batch_size": 1},
+                           eval={"latency_images": 1, "latency_warmup": 0})
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

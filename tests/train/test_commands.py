@@ -24,3 +24,29 @@ def test_parsers_carry_the_options():
     assert (args.cell, args.profile, args.out, args.device, args.amp) == \
         ("voc07-rfcn-resnet101-klrpn", "smoke", "o", "cpu", "off")
     assert callable(args.func)
+
+
+def test_set_is_repeatable_on_train_and_evaluate():
+    for command in ("train", "evaluate"):
+        args = cli.build_parser().parse_args([command, "voc07-rfcn-resnet101-klrpn", "--set",
+                                              "train.lr=0.002", "--set", "input.flip=false"])
+        assert args.set == ["train.lr=0.002", "input.flip=false"]
+        assert cli.build_parser().parse_args([command, "voc07-rfcn-resnet101-klrpn"]).set == []
+
+
+def test_a_bad_set_fails_at_once_naming_the_key(tmp_path, monkeypatch, capsys):
+    """No data, no model: the override is checked before anything else is read or written."""
+    from helpers import PARAMS
+
+    monkeypatch.chdir(tmp_path)
+    for command in ("train", "evaluate"):
+        assert cli.main([command, "voc07-rfcn-resnet101-klrpn", "--profile", "smoke", "--params",
+                         str(PARAMS), "--set", "train.lrr=1"]) == 1
+        err = capsys.readouterr().err
+        assert err == (f"klrpn {command}: --set train.lrr=1: unknown key 'train.lrr' "
+                       "(did you mean 'train.lr'?)\n")
+        assert cli.main([command, "voc07-rfcn-resnet101-klrpn", "--profile", "smoke", "--params",
+                         str(PARAMS), "--set", "train.lr=fast"]) == 1
+        assert capsys.readouterr().err == (f"klrpn {command}: --set train.lr=fast: key 'train.lr': "
+                                           "expected number, got str 'fast'\n")
+    assert list(tmp_path.iterdir()) == []

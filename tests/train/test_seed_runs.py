@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import shortened_smoke_params
 
 from klrpn import checkpoint as ckpt
 from klrpn.cli import main
@@ -14,21 +13,8 @@ from klrpn.layout import run_dir
 
 pytestmark = pytest.mark.slow
 
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    from klrpn.data.synthetic import generate
 
-    generate(tmp_path / "synthetic", seed=0, log=lambda *a: None,
-             sizes={"coco/train2017": 2, "coco/val2017": 2, "VOC2007/trainval": 4,
-                    "VOC2007/test": 3, "VOC2012/trainval": 4})
-    shortened_smoke_params(tmp_path / "params", length=2, steps=[1], warmup_iters=0,
-                           checkpoint_every=1, train={"batch_size": 1},
-                           eval={"latency_images": 1, "latency_warmup": 0})
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def test_seed_run_goes_to_its_folder_and_records_its_seed(workspace):
+def test_seed_run_goes_to_its_folder_and_records_its_seed(tiny_workspace):
     cell = "voc07-rfcn-resnet101-klrpn"
     assert main(["train", cell, "--profile", "smoke", "--seed", "3"]) == 0
     out = run_dir("results", cell, 3)
@@ -44,7 +30,7 @@ def test_seed_run_goes_to_its_folder_and_records_its_seed(workspace):
     assert main(["evaluate", cell, "--profile", "smoke"]) == 1
 
 
-def test_variant_id_trains_and_evaluates_like_a_cell(workspace):
+def test_variant_id_trains_and_evaluates_like_a_cell(tiny_workspace):
     variant = "voc0712-faster_rcnn-vgg16-klrpn--meansigma"
     assert main(["train", variant, "--profile", "smoke"]) == 0
     assert main(["evaluate", variant, "--profile", "smoke"]) == 0
