@@ -29,6 +29,21 @@ class GPUClaimError(RuntimeError):
     """Not enough GPUs could be claimed."""
 
 
+def gpus_to_use(cfg: dict, available: int, log=print) -> int:
+    """How many GPUs (processes) a cell trains on when ``available`` GPUs are there: its
+    ``train.gpus``, or fewer when the machine has fewer (the global batch stays
+    ``train.batch_size``; an error when it does not split over them). ``klrpn train`` and
+    ``klrpn plan`` ask this."""
+    wanted, batch = cfg["train"]["gpus"], cfg["train"]["batch_size"]
+    n = max(1, min(wanted, available))
+    if batch % n:
+        raise ValueError(f"train.batch_size {batch} cannot be split over the {n} GPU(s) available")
+    if n < wanted:
+        log(f"{cfg['cell']}: the cell asks for {wanted} GPUs, {available} available: training on "
+            f"{n} with {batch // n} image(s) each (global batch {batch} unchanged)")
+    return n
+
+
 def default_lock_dir() -> Path:
     """``$KLRPN_GPU_LOCK_DIR``, else ``/tmp/klrpn-gpu-locks`` (one folder per machine)."""
     return Path(os.environ.get(DEFAULT_LOCK_DIR_ENV, "/tmp/klrpn-gpu-locks"))

@@ -22,6 +22,7 @@ import torch
 from klrpn import distributed as dist_utils
 from klrpn import runlock
 from klrpn.distributed import World
+from klrpn.gpu import gpus_to_use
 from klrpn.identity import run_identity
 from klrpn.layout import run_dir
 from klrpn.runs import already_trained, archive_stale_run, check_same_run
@@ -36,19 +37,6 @@ def pick_device(cfg: dict, device: str | None) -> str:
             raise RuntimeError(f"--device {device}: CUDA is not available on this machine")
         return device
     return "cuda" if cfg["train"]["gpus"] > 0 and torch.cuda.is_available() else "cpu"
-
-
-def gpus_to_use(cfg: dict, available: int, log=print) -> int:
-    """How many GPUs (processes) to train on: the cell's ``train.gpus``, or fewer when the
-    machine has fewer (the global batch stays ``train.batch_size``)."""
-    wanted, batch = cfg["train"]["gpus"], cfg["train"]["batch_size"]
-    n = max(1, min(wanted, available))
-    if batch % n:
-        raise ValueError(f"train.batch_size {batch} cannot be split over the {n} GPU(s) available")
-    if n < wanted:
-        log(f"{cfg['cell']}: the cell asks for {wanted} GPUs, {available} available: training on "
-            f"{n} with {batch // n} image(s) each (global batch {batch} unchanged)")
-    return n
 
 
 def train_cell(cell_id: str, profile: str = "paper", out_dir: Path | str | None = None, *,
