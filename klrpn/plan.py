@@ -15,7 +15,7 @@ For each cell of ``params/cells.yaml`` (and each seed asked for), :func:`make_pl
   ``klrpn train`` decides; default the cell's ``train.gpus``), GPU-hours / GPUs;
 - **disk**: the tensors of the checkpoints a finished run keeps (:data:`klrpn.checkpoint.KEEP_LAST`
   of them: model, optimiser state and per-process RNG states) and of ``model_final.pt``
-  (:func:`checkpoint_sizes`), and the results (:func:`results_bytes`);
+  (:func:`klrpn.cost.checkpoint_sizes`), and the results (:func:`results_bytes`);
 - **status** (:func:`run_status`): the run folder (:func:`klrpn.layout.run_dir`) holds a
   ``model_final.pt`` of this run identity (``complete``: what makes ``klrpn train`` answer
   "training already complete"), checkpoints of it (``partial``), a run of another identity
@@ -27,15 +27,12 @@ measurement behind each row.
 
 from __future__ import annotations
 
-import functools
-import json
 from pathlib import Path
-
-import torch
 
 from klrpn import checkpoint as ckpt
 from klrpn import throughput as tp
 from klrpn.config import list_cells, load_cell
+from klrpn.cost import checkpoint_sizes
 from klrpn.gpu import gpus_to_use
 from klrpn.layout import FINAL_NAME, run_dir
 
@@ -116,36 +113,6 @@ def estimate_cells(profile: str = "paper", params_dir=None, measurements: list[d
 
 
 # --- disk ----------------------------------------------------------------------------------------
-
-def checkpoint_sizes(cfg: dict, world_size: int = 1) -> tuple[int, int]:
-    """``(bytes of one periodic checkpoint, bytes of model_final.pt)``: the tensors each holds
-    (:func:`klrpn.checkpoint.payload_bytes`; torch.save adds a few kB). The model is built as
-    training builds it (without reading ImageNet weights); the optimiser's state (momentum,
-    Adam's moments) is made by one step of :func:`klrpn.train.build_optimizer`'s optimiser on
-    the meta device, so it takes no memory and no arithmetic."""
-    from klrpn.models import build_model
-    from klrpn.train import build_optimizer
-
-    with torch.random.fork_rng(devices=[]):
-        model = build_model(cfg, load_pretrained=False).to("meta")
-    optimizer = build_optimizer(model, cfg["train"])
-    for p in model.parameters():
-        if p.requires_grad:
-            p.grad = torch.zeros_like(p)
-    optimizer.step()
-    state = model.state_dict()
-    checkpoint = {"model": state, "optimizer": optimizer.state_dict(),
-                  "rng": [ckpt.capture_rng()] * max(1, world_size)}
-    return ckpt.payload_bytes(checkpoint), ckpt.payload_bytes(state)
-
-
-_NOT_SIZE = ("seed", "params_hash", "sources", "recipe")   # config parts no size depends on
-
-
-@functools.lru_cache(maxsize=64)
-def _checkpoint_sizes(cfg_json: str, world_size: int) -> tuple[int, int]:
-    return checkpoint_sizes(json.loads(cfg_json), world_size)
-
 
 def checkpoints_written(iterations: int, every: int) -> int:
     """Periodic checkpoints an uninterrupted run writes: every ``every`` iterations and at the
@@ -231,9 +198,7 @@ def make_plan(profile: str = "paper", *, results: str | Path = "results", params
         row["gpus"], row["gpus_error"] = _gpus(cfg, gpus)
         row["wall_hours"] = None if row["gpu_hours"] is None or not row["gpus"] else \
             row["gpu_hours"] / row["gpus"]
-        row["checkpoint_bytes"], row["final_bytes"] = _checkpoint_sizes(
-            json.dumps({k: v for k, v in cfg.items() if k not in _NOT_SIZE}, sort_keys=True),
-            row["gpus"] or 1)
+        row["checkpoint_bytes"], row["final_bytes"] = checkpoint_sizes(cfg, row["gpus"] or 1)
         row["checkpoints_kept"] = None if row["iterations"] is None else \
             min(ckpt.KEEP_LAST, checkpoints_written(row["iterations"], t["checkpoint_every"]))
         row["train_disk_bytes"] = None if row["checkpoints_kept"] is None else \

@@ -16,7 +16,7 @@ to do), not just the first:
    COCO 2017 and VOC are checked in about a minute (docs/data.md).
 3. **Weights.** The ImageNet weights present have the sha256 of the download manifest.
 4. **Disk.** The results folder's disk has room for the checkpoints of the cells whose run
-   (seed 0) has no final model yet (:func:`klrpn.cost.run_disk_bytes` each).
+   (seed 0) has no final model yet (:func:`klrpn.cost.peak_bytes` each).
 """
 
 from __future__ import annotations
@@ -202,9 +202,9 @@ def check(profile: str, params_dir: str | os.PathLike | None = None, *, files: b
         problems += weights_problems(present)
     needed = 0
     if results is not None:
-        from klrpn.cost import run_disk_bytes
+        from klrpn.cost import peak_bytes
 
-        needed = sum(run_disk_bytes(c) for c in cfgs
+        needed = sum(peak_bytes(c, c["train"]["gpus"]) for c in cfgs
                      if not (run_dir(results, c["cell"], 0) / FINAL_NAME).is_file())
         if (line := disk_problem(needed, Path(results))):
             problems.append(line)

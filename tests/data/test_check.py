@@ -167,9 +167,10 @@ def test_too_little_disk_for_the_checkpoints_is_one_line(smoke_data, monkeypatch
     (done / "model_final.pt").write_bytes(b"")     # a finished run needs no more room
     report = check("smoke", PARAMS, results=results)
     from klrpn.config import list_cells, load_cell
-    from klrpn.cost import run_disk_bytes
-    expected = sum(run_disk_bytes(load_cell(c["id"], "smoke", PARAMS)) for c in list_cells(PARAMS)
-                   if c["id"] != "voc07-rfcn-resnet101-rpn")
+    from klrpn.cost import peak_bytes
+    cfgs = [load_cell(c["id"], "smoke", PARAMS) for c in list_cells(PARAMS)]
+    expected = sum(peak_bytes(c, c["train"]["gpus"]) for c in cfgs
+                   if c["cell"] != "voc07-rfcn-resnet101-rpn")
     assert report["disk_needed_bytes"] == expected
 
     usage = check_module.shutil.disk_usage(smoke_data)
