@@ -62,12 +62,16 @@ def collect_runs(results_dir: str | os.PathLike, cells: Iterable[str], seeds: It
     Each file must name its cell, and (if given) ``table``; with ``check_seed`` its
     ``provenance.seed`` must be the folder's seed (Tables 1-2 pass False: they read each cell's
     seed-0 folder whatever seed its params set). Every file must agree on the profile, and match
-    ``profile`` if given; the profile returned is that one (None without files).
+    ``profile`` if given; the profile returned is that one (None without files). Every file must
+    also agree on its ``--set`` overrides (``provenance.overrides``, none for a cell's own run):
+    a run trained with overrides into a cell's own folder (``--out``) is not mixed into a table of
+    the cells' own runs.
     """
     schema = metrics_schema()
     shows = "a table" if table is not None else "a report"
     found: dict[RunKey, dict | None] = {}
     seen: tuple[str, str] | None = (profile, "--profile") if profile else None
+    overrides: tuple[dict, str] | None = None
     for cell in cells:
         for seed in seeds:
             path = run_file(results_dir, cell, seed, METRICS_NAME)
@@ -86,6 +90,13 @@ def collect_runs(results_dir: str | os.PathLike, cells: Iterable[str], seeds: It
                 raise ReportError(f"{path}: key 'profile' is {m['profile']!r} but {seen[1]} is "
                                   f"{seen[0]!r}; {shows} shows one profile")
             seen = seen or (m["profile"], str(path))
+            these = m["provenance"].get("overrides", {})
+            if overrides and these != overrides[0]:
+                raise ReportError(f"{path}: key 'provenance.overrides' is {these or 'none'} but "
+                                  f"{overrides[1]} has {overrides[0] or 'none'}; {shows} shows runs "
+                                  "of one set of --set overrides (each set trains into its own "
+                                  "results/set-<hash>/)")
+            overrides = overrides or (these, str(path))
             found[(cell, seed)] = m
     return found, seen[0] if seen else None
 

@@ -78,3 +78,21 @@ def test_atomic_output_keeps_the_old_file_on_error(tmp_path):
             tmp.write_text("new, half")
             raise RuntimeError
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_collector_does_not_mix_runs_of_other_overrides(tmp_path):
+    own = table_metrics(CELL, 2)
+    other = table_metrics("voc07-rfcn-resnet101-klrpn", 2)
+    other["provenance"]["overrides"] = {"train.lr": 0.002}   # trained with --set into its own folder
+    write_metrics(tmp_path, own)
+    path = write_metrics(tmp_path, other)
+    with pytest.raises(common.ReportError) as err:
+        common.collect_runs(tmp_path, [CELL, "voc07-rfcn-resnet101-klrpn"])
+    assert str(err.value) == (
+        f"{path}: key 'provenance.overrides' is {{'train.lr': 0.002}} but "
+        f"{run_dir(tmp_path, CELL) / 'metrics.json'} has none; a report shows runs of one set of "
+        "--set overrides (each set trains into its own results/set-<hash>/)")
+    own["provenance"]["overrides"] = {"train.lr": 0.002}     # a results root of one override set
+    write_metrics(tmp_path, own)
+    found, _ = common.collect_runs(tmp_path, [CELL, "voc07-rfcn-resnet101-klrpn"])
+    assert all(m is not None for m in found.values())
