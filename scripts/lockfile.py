@@ -149,10 +149,12 @@ def installed_version(name: str) -> str | None:
 
 
 def mismatches(entries: list[Entry], *, skip: set[str] = frozenset(),
-               version_of=installed_version) -> list[tuple[Entry, str | None]]:
+               version_of=None) -> list[tuple[Entry, str | None]]:
     """``(entry, installed version or None)`` for each locked package (that applies here and
-    is not in ``skip``) whose installed version differs from the lock."""
+    is not in ``skip``) whose installed version (``version_of(name)``, default the installed
+    distribution's) differs from the lock."""
     _, version = _packaging()
+    version_of = version_of or installed_version
     bad = []
     for name, e in sorted(for_this_python(entries).items()):
         if name in skip:

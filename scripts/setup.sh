@@ -54,4 +54,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$key" ]; then
   "${check[@]}"              # every locked package at its locked version, or stop here
   echo "$key" > "$stamp"
 fi
-echo "[setup] ready: $(.venv/bin/python -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)')"
+versions=$(.venv/bin/python -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)')
+echo "[setup] ready: $versions"
