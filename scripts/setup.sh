@@ -3,7 +3,7 @@
 # (versions and sha256 hashes; `bash scripts/lock.sh` regenerates it), then klrpn itself
 # (editable, without dependencies). Checks afterwards that every locked package has its locked
 # version. Re-running is cheap: it reinstalls only when the lock, pyproject.toml, KLRPN_TORCH or
-# the Python changed.
+# the Python changed, or an installed package no longer has its locked version.
 # KLRPN_TORCH replaces the locked torch stack (torch, torchvision and the packages only they
 # need: CUDA libraries, triton, ...) by pip arguments of your choice, installed first, e.g.
 #   KLRPN_TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu126"
@@ -29,19 +29,25 @@ elif too_old .venv/bin/python; then
   exit 1
 fi
 key=$( { cat "$lock" pyproject.toml; echo "KLRPN_TORCH=${KLRPN_TORCH:-}"; .venv/bin/python -VV; } | sha256sum | cut -d' ' -f1)
+check=(.venv/bin/python scripts/lockfile.py check "$lock")
+if [ -n "${KLRPN_TORCH:-}" ]; then
+  check+=(--except-torch)
+fi
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ] && ! "${check[@]}" --quiet; then
+  echo "[setup] .venv no longer matches $lock (a package installed or changed by hand): reinstalling"
+  rm -f "$stamp"
+fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$key" ]; then
   rm -f "$stamp"
-  check=(.venv/bin/python scripts/lockfile.py check "$lock")
   if [ -n "${KLRPN_TORCH:-}" ]; then
     echo "[setup] installing KLRPN_TORCH ($KLRPN_TORCH), then the rest of $lock into .venv"
     # shellcheck disable=SC2086
     "${pip[@]}" $KLRPN_TORCH
     .venv/bin/python scripts/lockfile.py without-torch "$lock" .venv/.klrpn-lock-without-torch.txt
     "${pip[@]}" --no-deps --require-hashes -r .venv/.klrpn-lock-without-torch.txt
-    check+=(--except-torch)
     printf '%s\n' "$KLRPN_TORCH" > .venv/.klrpn-torch
   else
-    echo "[setup] installing $lock into .venv (first time: a few minutes)"
+    echo "[setup] installing $lock into .venv (into a new .venv: a few minutes)"
     "${pip[@]}" --no-deps --require-hashes -r "$lock"
     rm -f .venv/.klrpn-torch
   fi
