@@ -31,5 +31,5 @@ fi
   --generate-hashes --no-config \
   --index-url "${KLRPN_LOCK_INDEX:-https://pypi.org/simple}" \
   --custom-compile-command "bash scripts/lock.sh" \
-  --output-file requirements/lock.txt "$@"
+  --quiet --output-file requirements/lock.txt "$@"
 echo "[lock] wrote requirements/lock.txt; run bash scripts/setup.sh to install it into .venv"
