@@ -25,7 +25,7 @@ from klrpn.config import recipe_of
 from klrpn.data.download import sha256_of
 from klrpn.data.files import annotation_files
 from klrpn.layout import DETECTIONS_NAME, METRICS_NAME
-from klrpn.provenance import git_state, utc_now
+from klrpn.provenance import git_state, package_versions, utc_now
 
 SCHEMA_VERSION = 2   # 2 added proposal_quality (issue 10); the schema still accepts version 1
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "metrics.schema.json"
@@ -130,8 +130,6 @@ def plain(x):
 def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dict,
                      proposals: dict, params: int, speed: dict, eval_wall_time_s: float,
                      proposal_quality: dict) -> dict:
-    import torchvision
-
     m, d = cfg["model"], cfg["dataset"]
     train_prov = dict(final.get("provenance") or {})
     identity = train_prov.pop("run_identity", None) or cfg.get("run_identity")  # klrpn.identity
@@ -150,7 +148,7 @@ def metrics_document(cfg: dict, final: dict, *, dataset_info: dict, metrics: dic
         "recipe": recipe_of(cfg),
         "provenance": {
             **git_state(), "params_hash": cfg["params_hash"], "seed": cfg["seed"],
-            "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            **package_versions(),
             "wall_time_s": round(float(final.get("wall_time_s", 0.0)), 3),
             "eval_wall_time_s": round(eval_wall_time_s, 3),
             "train_iters": int(final["iteration"]), "date": utc_now(),

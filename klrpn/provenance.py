@@ -1,16 +1,26 @@
 """Provenance: what a trained model and its metrics record about how they were made.
 
-The git state of the checkout, the hardware, the AMP dtype and the versions of the libraries
-that touch the numbers. Nothing here changes what is learned.
+The git state of the checkout, the hardware, the AMP dtype and the versions of the packages
+that touch the numbers (:func:`package_versions`). Nothing here changes what is learned.
 """
 
 from __future__ import annotations
 
 import subprocess
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from klrpn import __version__ as klrpn_version
+
+# The packages whose versions metrics.json and model_final.pt record, in the order the reports
+# list them: klrpn, the training stack (torch, torchvision, numpy, pillow decodes the images),
+# pycocotools (COCO / proposal evaluation) and scipy (the synthetic data's blur, Spearman's rho).
+PACKAGES = ("klrpn", "torch", "torchvision", "numpy", "pillow", "pycocotools", "scipy")
+
+if TYPE_CHECKING:     # torch is imported where it is used: the reports read PACKAGES without it
+    import torch
 
 
 def git_state(repo_dir: Path | str | None = None) -> dict:
@@ -39,13 +49,28 @@ def hardware(device: torch.device, world_size: int = 1) -> str:
     return f"{world_size} x {name}" if world_size > 1 else name
 
 
-def provenance_at_train(device: torch.device, world_size: int, amp: torch.dtype | None) -> dict:
-    """What ``model_final.pt`` records about how it was trained."""
+def package_versions(version_of=metadata.version) -> dict[str, str | None]:
+    """``{package: version}`` for each of :data:`PACKAGES`: klrpn's ``__version__``, torch's and
+    torchvision's ``__version__`` (which names the build, e.g. ``2.14.1+cu130``), the installed
+    distribution's version (``version_of``) for the others; None for one not installed."""
+    import torch
     import torchvision
 
+    versions: dict[str, str | None] = {"klrpn": klrpn_version, "torch": str(torch.__version__),
+                                       "torchvision": str(torchvision.__version__)}
+    for name in PACKAGES[3:]:
+        try:
+            versions[name] = version_of(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def provenance_at_train(device: torch.device, world_size: int, amp: torch.dtype | None) -> dict:
+    """What ``model_final.pt`` records about how it was trained."""
     return {**git_state(), "hardware": hardware(device, world_size), "world_size": world_size,
             "amp": str(amp).replace("torch.", "") if amp is not None else "off",
-            "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
+            **package_versions()}
 
 
 def utc_now() -> str:

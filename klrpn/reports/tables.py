@@ -3,7 +3,8 @@
 Each table shows, per cell and metric, our number, the paper's and the difference; a cell
 without ``metrics.json`` renders as "—". Every deviation from the paper's protocol that the
 metrics reveal becomes a footnote; a recipe section says where each cell's schedule and scales
-come from, and a provenance footer lists commit, params hash, hardware and date per cell.
+come from, and a provenance footer lists commit, params hash, hardware, package versions and
+date per cell.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 from klrpn.atomic import atomic_write_text
 from klrpn.config import ParamsError, load_cell, recipe_of
 from klrpn.paper import ReportError, load_reference, table_cells
+from klrpn.provenance import PACKAGES
 from klrpn.render import template
 from klrpn.reports.common import MISSING, UNDEFINED, collect_runs, fmt, lookup
 
@@ -195,6 +197,13 @@ def _recipes(cells: list[str], metrics: dict[str, dict | None], profile: str | N
     return lines
 
 
+def versions_text(provenance: dict) -> str:
+    """The footer's software column: ``"klrpn 0.1.0, torch 2.14.1, ..."`` for the packages of
+    ``klrpn.provenance.PACKAGES`` the metrics.json records (torch and torchvision only in files
+    written before the others were recorded); a package recorded as not installed shows MISSING."""
+    return ", ".join(f"{name} {provenance[name] or MISSING}" for name in PACKAGES if name in provenance)
+
+
 def _provenance(cells: list[str], metrics: dict[str, dict | None]) -> list[dict]:
     """The provenance footer: one row per cell with results."""
     rows = []
@@ -214,7 +223,7 @@ def _provenance(cells: list[str], metrics: dict[str, dict | None]) -> list[dict]
             "hardware": p.get("hardware") or MISSING,
             "speed_device": (m.get("speed") or {}).get("device") or MISSING,
             "date": p.get("date") or MISSING,
-            "versions": f"torch {p.get('torch')}, torchvision {p.get('torchvision')}",
+            "versions": versions_text(p),
             "test": f"{m['dataset']['test']} ({m['dataset']['num_test_images']} images)",
             "weights": (MISSING if not weights else
                         weights["style"] + ("" if weights["file"] else " (none loaded)")),

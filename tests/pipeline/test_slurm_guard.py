@@ -219,3 +219,11 @@ def test_install_is_idempotent_and_the_real_plugin_is_supported(plugin):
     assert plugin.Executor.check_active_jobs is wrapped
     real = guard.check_plugin()
     assert hasattr(real, "query_job_status") and hasattr(real.Executor, "check_active_jobs")
+
+
+def test_plugin_versions_the_guard_supports():
+    for v in ("1.0.0", "1.9.2", "2.8.0", "2.10.1"):
+        guard.check_plugin_version(v)
+    for v in ("0.15.1", "3.0.0", "10.1", "dev"):
+        with pytest.raises(guard.StatusCheckError, match=f"snakemake-executor-plugin-slurm {v} is not a version"):
+            guard.check_plugin_version(v)

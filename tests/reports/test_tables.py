@@ -149,3 +149,23 @@ def test_recipe_line_per_cell_names_the_source_of_schedule_and_scales(tmp_path):
     assert "its metrics.json has no recipe" in lines["voc0712-faster_rcnn-resnet101-rpn"]
     # the provenance footer says which ImageNet weights a run started from
     assert "| caffe |" in md and "| — |" in md   # the older metrics.json does not say
+
+
+def test_provenance_footer_lists_the_recorded_package_versions(tmp_path):
+    """A metrics.json with every package version shows them all; one written before they were
+    recorded (torch and torchvision only) keeps rendering, with those two."""
+    results = tmp_path / "results"
+    new = table_metrics("voc07-rfcn-resnet101-rpn", 2)
+    new["dataset"]["train"] = ["2007_trainval"]
+    new["provenance"].update(klrpn="0.1.0", torch="2.14.1+cu130", torchvision="0.29.1+cu130",
+                             numpy="2.4.6", pillow="13.0.0", pycocotools="2.0.11", scipy=None)
+    write_metrics(results, new)
+    write_metrics(results, table_metrics("voc0712-faster_rcnn-vgg16-rpn", 2))
+    md = reports.render_table(2, results)
+    lines = md.split("## Provenance")[1].splitlines()
+    footer = {l.split("`")[1]: l.split(" | ") for l in lines if l.startswith("| `")}
+    software = next(l for l in lines if l.startswith("| cell |")).split(" | ").index("software")
+    assert footer["voc07-rfcn-resnet101-rpn"][software] == (
+        "klrpn 0.1.0, torch 2.14.1+cu130, torchvision 0.29.1+cu130, numpy 2.4.6, pillow 13.0.0, "
+        "pycocotools 2.0.11, scipy —")
+    assert footer["voc0712-faster_rcnn-vgg16-rpn"][software] == "torch 2.14.1, torchvision 0.29.1"

@@ -182,3 +182,73 @@ def test_speed_comes_from_the_evaluation_pass_after_its_warmup_images():
     assert latency([42.0], cfg, cpu)["ms_per_image"] == 42.0        # only the warm-up image
     with pytest.raises(ValueError, match="no image"):
         latency([], cfg, cpu)
+
+
+VERSIONS = {"numpy": "2.4.6", "pillow": "13.0.0", "pycocotools": "2.0.11", "scipy": "1.17.1"}
+
+
+def fake_versions(monkeypatch):
+    """torch / torchvision / the distributions at fixed made-up versions."""
+    import torchvision
+
+    monkeypatch.setattr(torch, "__version__", "2.14.1+cu130")
+    monkeypatch.setattr(torchvision, "__version__", "0.29.1+cu130")
+
+    def version_of(name):
+        if name not in VERSIONS:
+            raise provenance.metadata.PackageNotFoundError(name)
+        return VERSIONS[name]
+
+    monkeypatch.setattr(provenance.metadata, "version", version_of)
+
+
+def test_package_versions_records_every_package_that_touches_the_numbers(monkeypatch):
+    fake_versions(monkeypatch)
+    expected = {"klrpn": "0.1.0", "torch": "2.14.1+cu130", "torchvision": "0.29.1+cu130",
+                "numpy": "2.4.6", "pillow": "13.0.0", "pycocotools": "2.0.11", "scipy": "1.17.1"}
+    assert provenance.package_versions(provenance.metadata.version) == expected
+    assert tuple(expected) == provenance.PACKAGES
+    del VERSIONS["scipy"]
+    try:
+        assert provenance.package_versions(provenance.metadata.version)["scipy"] is None
+    finally:
+        VERSIONS["scipy"] = "1.17.1"
+    train = provenance.provenance_at_train(torch.device("cpu"), 1, None)
+    assert {k: train[k] for k in provenance.PACKAGES} == expected
+
+
+def test_package_versions_are_the_installed_ones():
+    import numpy
+    import PIL
+    import scipy
+    import torchvision
+    from importlib.metadata import version
+
+    v = provenance.package_versions()
+    assert v == {"klrpn": "0.1.0", "torch": torch.__version__, "torchvision": torchvision.__version__,
+                 "numpy": numpy.__version__, "pillow": PIL.__version__,
+                 "pycocotools": version("pycocotools"), "scipy": scipy.__version__}
+
+
+def test_metrics_json_records_the_package_versions(monkeypatch):
+    fake_versions(monkeypatch)
+    doc = built_document()
+    prov = doc["provenance"]
+    assert {k: prov[k] for k in provenance.PACKAGES} == {
+        "klrpn": "0.1.0", "torch": "2.14.1+cu130", "torchvision": "0.29.1+cu130", "numpy": "2.4.6",
+        "pillow": "13.0.0", "pycocotools": "2.0.11", "scipy": "1.17.1"}
+    assert {k: prov["train"][k] for k in provenance.PACKAGES} == {k: prov[k] for k in provenance.PACKAGES}
+    evaluate.validate_metrics(doc)
+    # all of them or (a metrics.json from before they were recorded) none
+    partial = copy.deepcopy(doc)
+    del partial["provenance"]["pillow"]
+    with pytest.raises(ValueError, match="provenance.*pillow"):
+        evaluate.validate_metrics(partial)
+    old = copy.deepcopy(doc)
+    for k in provenance.PACKAGES[3:] + ("klrpn",):
+        del old["provenance"][k], old["provenance"]["train"][k]
+    evaluate.validate_metrics(old)
+    bad = copy.deepcopy(doc)
+    bad["provenance"]["numpy"] = 2.4
+    with pytest.raises(ValueError, match="provenance.numpy"):
+        evaluate.validate_metrics(bad)

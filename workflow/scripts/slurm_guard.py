@@ -242,16 +242,30 @@ def _wrap_report(original):
     return report
 
 
+def check_plugin_version(v: str) -> None:
+    """Raise StatusCheckError unless snakemake-executor-plugin-slurm version ``v`` is one this
+    guard supports (also used by tests/test_lock.py on the locked version)."""
+    try:
+        major = int(v.split(".")[0])
+    except ValueError:
+        major = None
+    if major not in SUPPORTED_PLUGIN_MAJOR:
+        raise StatusCheckError(f"snakemake-executor-plugin-slurm {v} is not a version workflow/scripts/"
+                               f"slurm_guard.py supports (majors {SUPPORTED_PLUGIN_MAJOR})")
+
+
 def check_plugin():
-    """The plugin module, after checking that it has what the watch replaces."""
+    """The plugin module, after checking its version and that it has what the watch replaces."""
     from importlib.metadata import version
 
     import snakemake_executor_plugin_slurm as plugin
 
     v = version("snakemake-executor-plugin-slurm")
-    if int(v.split(".")[0]) not in SUPPORTED_PLUGIN_MAJOR or not hasattr(plugin, "query_job_status"):
-        raise StatusCheckError(f"snakemake-executor-plugin-slurm {v} is not a version workflow/scripts/"
-                               f"slurm_guard.py supports (majors {SUPPORTED_PLUGIN_MAJOR})")
+    check_plugin_version(v)
+    if not hasattr(plugin, "query_job_status"):
+        raise StatusCheckError(f"snakemake-executor-plugin-slurm {v} has no query_job_status, which "
+                               f"workflow/scripts/slurm_guard.py replaces; it is not a version the "
+                               f"guard supports (majors {SUPPORTED_PLUGIN_MAJOR})")
     return plugin
 
 
