@@ -167,19 +167,13 @@ DATASETS = sorted({cfg["dataset"]["name"] for cfg in CFG.values()})
 def data_check_inputs(wildcards):
     """What the data check of one dataset reads: the data of every cell reading it (downloads
     first, so that the check sees them)."""
-    return sorted({f for cell, cfg in CFG.items() if cfg["dataset"]["name"] == wildcards.dataset
-                   for f in data_inputs(cell)})
+    return sorted({ancient(f) for cell, cfg in CFG.items()
+                   if cfg["dataset"]["name"] == wildcards.dataset for f in data_inputs(cell)})
 
 
-def data_check_input(wildcards):
-    """The pre-flight a training job waits for (that of its dataset), while the run has no final
-    model. A finished run never depends on it: the check's output is temporary and runs again in
-    every invocation that trains, and Snakemake reruns every job whose input another job
-    produces, so a dependency of finished runs would make it retrain them."""
-    cell, seed = wildcards.cell, run_seed(wildcards)
-    if (layout.run_dir(RESULTS, cell, seed) / layout.FINAL_NAME).exists():
-        return []
-    return [layout.data_check_file(RESULTS, CFG[cell]["dataset"]["name"]).as_posix()]
+def data_check_of(cell):
+    """The pre-flight a training job of `cell` waits for: that of the dataset it reads."""
+    return layout.data_check_file(RESULTS, CFG[cell]["dataset"]["name"]).as_posix()
 
 
 def params_files(cell):

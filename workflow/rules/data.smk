@@ -43,11 +43,12 @@ rule synth:
         "python -m klrpn.cli data synth --root {output} --seed {params.seed} > {log} 2>&1"
 
 
-# The pre-flight of the training jobs on one dataset (dataset.name of their params) whose run has
-# no final model yet (common.smk, data_check_input). Its output is temporary: once those jobs are
-# done Snakemake deletes it, so every later invocation that trains checks the data again first,
-# and one with nothing to train does not. Local: it reads file headers only, where the jobs will
-# read the data.
+# The pre-flight of the training jobs on one dataset (dataset.name of their params): it runs
+# before the first training job on that dataset in a results folder, and its output stays. Its
+# inputs are ancient and it is never rerun on its own: Snakemake reruns every job whose input a
+# job of the run produces, so a check that reran would make it redo every finished training. To
+# check the data again, run `klrpn data check` (it writes nothing unless told). Local: it reads
+# file headers only, where the jobs will read the data.
 localrules:
     data_check,
 
@@ -56,7 +57,7 @@ rule data_check:
     input:
         data_check_inputs,
     output:
-        temp(layout.data_check_file(RESULTS, "{dataset}").as_posix()),
+        layout.data_check_file(RESULTS, "{dataset}").as_posix(),
     log:
         f"{LOGS}/data-check/{{dataset}}.log",
     params:

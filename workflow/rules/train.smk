@@ -1,8 +1,8 @@
 # Training: one job per (cell, seed), into the run folder of klrpn.layout.run_dir (seed 0: the
 # paper's run, the command without --seed; seed N: `--seed N`); `cell` is a cell of
 # params/cells.yaml or an ablation variant of params/ablations.yaml. Inputs are the cell's data and exactly the params files merged into
-# its configuration (so editing params/cells/<cell>.yaml retrains that cell only), and, while the
-# run has no final model, the passed pre-flight of its dataset (data.smk, data_check). `klrpn train`
+# its configuration (so editing params/cells/<cell>.yaml retrains that cell only), and the passed
+# pre-flight of its dataset (data.smk, data_check). `klrpn train`
 # resumes from the run folder's checkpoints/ (deliberately not a declared output, so neither a
 # failed attempt nor a requeued SLURM job loses it); train_log.csv is appended on resume
 # (update()). It claims its GPUs itself (Snakemake does not set CUDA_VISIBLE_DEVICES locally).
@@ -11,7 +11,7 @@
 rule train:
     input:
         data=lambda wildcards: [ancient(f) for f in data_inputs(wildcards.cell)],
-        checked=data_check_input,
+        checked=lambda wildcards: ancient(data_check_of(wildcards.cell)),
         params=lambda wildcards: params_files(wildcards.cell),
     output:
         model=f"{RUN_DIR}/{layout.FINAL_NAME}",
