@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping
 import jsonschema
 import yaml
 
-from klrpn.layout import CELLS_INDEX
+from klrpn.layout import CELLS_INDEX, check_seed
 
 PROFILES_DIR = "profiles"
 ABLATIONS_INDEX = "ablations.yaml"
@@ -159,8 +159,10 @@ def load_cell(cell_id: str, profile: str = "paper",
         _apply_profile(cfg, origin, sources, params_dir / PROFILES_DIR / f"{profile}.yaml", schema)
 
     if seed is not None:
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ParamsError(f"seed must be an integer >= 0, got {seed!r}")
+        try:
+            check_seed(seed)
+        except ValueError as err:
+            raise ParamsError(str(err)) from None
         cfg["seed"] = seed
         origin["seed"] = "the seed argument"
     leaves = _apply_overrides(cfg, origin, overrides, schema)

@@ -10,11 +10,9 @@ counts parameters, times inference, and writes ``metrics.json`` (schema:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import statistics
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -25,10 +23,10 @@ from klrpn.config import recipe_of
 from klrpn.data.download import sha256_of
 from klrpn.data.files import annotation_files
 from klrpn.layout import DETECTIONS_NAME, METRICS_NAME
+from klrpn.metrics_schema import metrics_schema
 from klrpn.provenance import git_state, package_versions, utc_now
 
 SCHEMA_VERSION = 2   # 2 added proposal_quality (issue 10); the schema still accepts version 1
-SCHEMA_PATH = Path(__file__).with_name("schemas") / "metrics.schema.json"
 
 
 # --- dataset manifest ---------------------------------------------------------------------------
@@ -96,11 +94,6 @@ def latency(ms: list[float], cfg: dict, device: torch.device) -> dict:
 
 
 # --- metrics.json -------------------------------------------------------------------------------
-
-@lru_cache(maxsize=1)
-def metrics_schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
 
 def validate_metrics(doc: dict, where: str = "metrics.json") -> None:
     """Raise ValueError naming the first key of ``doc`` that breaks the schema."""

@@ -110,7 +110,7 @@ def write_metrics(results: Path, doc: dict, seed: int | None = None) -> Path:
     """Write ``doc`` as the metrics.json of its run folder under ``results``
     (``results/<cell>``, or ``results/seed<N>/<cell>`` for seed N > 0; the seed defaults to the
     document's provenance.seed); returns the file."""
-    from klrpn.config import run_dir
+    from klrpn.layout import run_dir
 
     seed = doc.get("provenance", {}).get("seed", 0) if seed is None else seed
     d = run_dir(results, doc["cell"], seed)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,22 +18,23 @@ import jsonschema
 import numpy as np
 
 from klrpn.layout import METRICS_NAME, run_file
+from klrpn.metrics_schema import metrics_schema as _metrics_schema
 from klrpn.paper import ReportError
 
 MISSING = "—"          # a cell with no metrics.json, or a number the paper does not print
 UNDEFINED = "n/a"      # our metric is null in metrics.json (e.g. no small objects in the split)
 
-METRICS_SCHEMA = "schemas/metrics.schema.json"   # inside the klrpn package
 
 RunKey = tuple[str, int]                          # (cell, seed)
 
 
 def metrics_schema() -> dict:
-    """The JSON schema of ``metrics.json``."""
-    ref = resources.files("klrpn").joinpath(METRICS_SCHEMA)
-    if not ref.is_file():
-        raise ReportError(f"klrpn/{METRICS_SCHEMA} is missing from the klrpn package")
-    return json.loads(ref.read_text(encoding="utf-8"))
+    """The JSON schema of ``metrics.json`` (:mod:`klrpn.metrics_schema`); a ReportError when the
+    package lacks it."""
+    try:
+        return _metrics_schema()
+    except FileNotFoundError as err:
+        raise ReportError(str(err)) from None
 
 
 def load_metrics(path: str | os.PathLike, schema: dict | None = None) -> dict:
