@@ -52,7 +52,7 @@ class ImageEntry:
     path: Path
     width: int
     height: int
-    listed_in: str     # the annotation file (COCO) or image set (VOC) that lists it
+    listed_in: str     # the annotation file that gives its size (COCO json, VOC xml)
 
 
 # --- images -----------------------------------------------------------------------------------
@@ -209,12 +209,11 @@ def check(profile: str, params_dir: str | os.PathLike | None = None, *, files: b
         if (line := disk_problem(needed, Path(results))):
             problems.append(line)
     if missing or problems:
-        lines = ([_missing_message(profile, missing)] if missing else []) + problems
-        head = (f"the {profile} profile's data has {len(problems)} problem(s):" if problems
-                else None)
-        message = "\n".join(([lines[0]] if missing else [])
-                            + ([head] if head else []) + [f"  {p}" for p in problems])
-        raise DataCheckError(message, [*map(str, missing), *problems])
+        parts = [_missing_message(profile, missing)] if missing else []
+        if problems:
+            parts += [f"the {profile} profile's data has {len(problems)} problem(s):",
+                      *(f"  {p}" for p in problems)]
+        raise DataCheckError("\n".join(parts), [*map(str, missing), *problems])
     return {"profile": profile, "synthetic": synthetic, "cells": cells,
             "images_checked": checked, "disk_needed_bytes": needed}
 
