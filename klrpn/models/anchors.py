@@ -31,6 +31,8 @@ sizes (182 x 90, 128 x 128, 90 x 182 for 128 px).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import Tensor
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -51,6 +53,8 @@ def baseline_cell_anchors(*, base_size: int, ratios, scales) -> Tensor:
     return torch.stack([ctr - 0.5 * (ws - 1), ctr - 0.5 * (hs - 1),
                         ctr + 0.5 * (ws - 1) + 1, ctr + 0.5 * (hs - 1) + 1], dim=1)
 
+GRID_CACHE = 64  # anchor grids kept (one per padded map size; ~0.35 MB each at 600 x 1000)
+
 
 class BaselineAnchorGenerator(AnchorGenerator):
     """torchvision's ``AnchorGenerator`` interface (``anchor_generator(image_list, [feature])``,
@@ -69,6 +73,7 @@ class BaselineAnchorGenerator(AnchorGenerator):
         # torchvision's ``sizes`` (pixels), kept for num_anchors_per_location and repr
         super().__init__(sizes=(tuple(base_size * s for s in self.scales),),
                          aspect_ratios=(self.ratios,))
+        self._grids: OrderedDict[tuple, Tensor] = OrderedDict()  # (H, W, device) -> anchors
 
     def generate_anchors(self, scales, aspect_ratios, dtype: torch.dtype = torch.float32,
                          device: torch.device = torch.device("cpu")) -> Tensor:
@@ -78,13 +83,25 @@ class BaselineAnchorGenerator(AnchorGenerator):
                                      scales=[s / self.base_size for s in scales])
         return cell.to(dtype=dtype, device=device)
 
+    def grid(self, feature: Tensor) -> Tensor:
+        """The ``[H * W * A, 4]`` float32 anchors of ``feature``'s map, made once per map size
+        and device and reused (a training run sees a few padded sizes): no work per step."""
+        key = (tuple(feature.shape[-2:]), feature.device)
+        if key in self._grids:
+            self._grids.move_to_end(key)
+            return self._grids[key]
+        with torch.inference_mode(False):  # a normal tensor, also when made during evaluation
+            self.set_cell_anchors(torch.float32, feature.device)
+            # Python strides: torchvision's int32 shifts times a number, no tensor from the host
+            (anchors,) = self.grid_anchors([list(key[0])], [[self.stride, self.stride]])
+        self._grids[key] = anchors
+        if len(self._grids) > GRID_CACHE:
+            self._grids.popitem(last=False)  # the least recently used map size
+        return anchors
+
     def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[Tensor]:
         """One ``[H * W * A, 4]`` float32 tensor per image (the same for every image)."""
         if len(feature_maps) != 1:
             raise ValueError(f"BaselineAnchorGenerator takes one feature map, got {len(feature_maps)}")
-        device = feature_maps[0].device
-        grid_sizes = [feature_maps[0].shape[-2:]]
-        stride = torch.tensor(self.stride, dtype=torch.int64, device=device)
-        self.set_cell_anchors(torch.float32, device)
-        (anchors,) = self.grid_anchors(grid_sizes, [[stride, stride]])  # [H * W * A, 4]
+        anchors = self.grid(feature_maps[0])
         return [anchors for _ in image_list.image_sizes]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
@@ -48,15 +49,26 @@ class DetectionTransform(GeneralizedRCNNTransform):
                          list(image_mean), list(image_std), size_divisible=int(pad_multiple))
         self.train_min_sizes, self.test_min_size = tuple(train_min_sizes), int(test_min_size)
         self.max_size, self.style = max_size, style
+        self._constants: dict[tuple, tuple[Tensor, Tensor]] = {}  # see constants()
 
     def normalize(self, image: Tensor) -> Tensor:
+        """torchvision's ``normalize`` (or the caffe style) with the mean and std made once per
+        dtype and device, not copied from the host for every image."""
+        if not image.is_floating_point():
+            raise TypeError(f"expected a float image in [0, 1], got {image.dtype}")
+        mean, std = self.constants(image.dtype, image.device)  # [3, 1, 1] each
         if self.style == "caffe":
-            if not image.is_floating_point():
-                raise TypeError(f"expected a float image in [0, 1], got {image.dtype}")
-            image = image.flip(0) * 255.0  # RGB [0, 1] -> BGR [0, 255]
-            mean = torch.as_tensor(self.image_mean, dtype=image.dtype, device=image.device)
-            return image - mean[:, None, None]
-        return super().normalize(image)
+            return image.flip(0) * 255.0 - mean  # RGB [0, 1] -> BGR [0, 255], minus the mean
+        return (image - mean) / std
+
+    def constants(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        key = (dtype, device)
+        if key not in self._constants:
+            with torch.inference_mode(False):
+                self._constants[key] = tuple(
+                    torch.as_tensor(v, dtype=dtype, device=device)[:, None, None]
+                    for v in (self.image_mean, self.image_std))
+        return self._constants[key]
 
     def resize(self, image: Tensor, target: dict | None = None):
         h, w = image.shape[-2:]
@@ -73,8 +85,16 @@ class DetectionTransform(GeneralizedRCNNTransform):
         max_size = float("inf") if self.max_size is None else self.max_size
         image, target = _resize_image_and_masks(image, int(size), max_size, target, None)
         if target is not None:
-            target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
+            target["boxes"] = scale_boxes(target["boxes"], (h, w), image.shape[-2:])
         return image, target
+
+
+def scale_boxes(boxes: Tensor, original_size, new_size) -> Tensor:
+    """torchvision's ``resize_boxes`` with the two ratios as Python numbers: float32 divisions
+    done on the host (numpy), the same float32 products, no tensor copied to the device."""
+    ratio_h, ratio_w = (float(np.float32(s) / np.float32(s0)) for s, s0 in zip(new_size, original_size))
+    xmin, ymin, xmax, ymax = boxes.unbind(1)
+    return torch.stack((xmin * ratio_w, ymin * ratio_h, xmax * ratio_w, ymax * ratio_h), dim=1)
 
 
 class TwoStageDetector(GeneralizedRCNN):
@@ -97,9 +117,8 @@ class TwoStageDetector(GeneralizedRCNN):
             raise ValueError("TwoStageDetector in training mode needs targets")
         images, targets = self.transform(images, targets)
         features = self.backbone(images.tensors)
-        proposals, rpn_losses = self.rpn(images, features, targets)
-        _, roi_losses = self.roi_heads(features, [p["boxes"] for p in proposals],
-                                       images.image_sizes, targets)
+        proposals, rpn_losses = self.rpn(images, features, targets)  # a padded ProposalBatch
+        _, roi_losses = self.roi_heads(features, proposals, images.image_sizes, targets)
         return {**rpn_losses, **{k: self.roi_loss_weight * v for k, v in roi_losses.items()}}
 
     def detect(self, images: list[Tensor]) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:

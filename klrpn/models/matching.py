@@ -16,9 +16,8 @@ Baseline: jwyang/faster-rcnn.pytorch, ``lib/model/rpn/``; line numbers of
 unless a ``generator`` is given; they are uniform but not the baseline's (numpy) or
 torchvision's (``randperm``) streams.
 
-Not used by the models yet: ``klrpn.models.rpn`` and ``klrpn.models.roi_heads`` still match
-and sample per image with torchvision's ``Matcher``, ``BalancedPositiveNegativeSampler`` and
-``BaselineRoISampler``.
+``klrpn.models.rpn`` and ``klrpn.models.roi_heads`` train with them; :func:`masked_mean` is
+their losses' reduction over a mask.
 
 Glossary (shapes):
     B           images in the batch
@@ -203,3 +202,11 @@ def sample_rois(*, quality: Tensor, valid: Tensor, batch_size_per_image: int,
     foreground = slot < fg_slots[:, None]  # [B, R]
     index = order.gather(1, torch.where(foreground, fg_place, bg_place))  # [B, R]
     return RoISample(index, foreground, (num_fg + num_bg > 0)[:, None].expand(b, r))
+
+
+def masked_mean(values: Tensor, mask: Tensor, count: Tensor) -> Tensor:
+    """``values[mask].sum() / count`` without reading ``values`` through the mask (a host
+    synchronisation): the entries outside it count as zeros (``torch.where``) and get a zero
+    gradient; they must be finite for that gradient to stay finite. ``values`` [K, ...],
+    ``mask`` broadcastable to it, ``count`` a tensor (no host read)."""
+    return torch.where(mask, values, 0.0).sum() / count

@@ -1,14 +1,16 @@
 """Second stages: the Faster R-CNN RoI head and the R-FCN position-sensitive head.
 
-Both plug into :class:`DetectionHeads`, which reuses torchvision's ``RoIHeads`` for matching
-(ground truth added to the proposals, IoU >= 0.5 foreground), target encoding (weights 10, 10,
-5, 5) and test-time post-processing (per-class NMS), samples RoIs as the baseline does
-(:class:`BaselineRoISampler`: a fixed number per image) and computes the baseline's loss
-(cross-entropy + smooth-L1 with sigma = 1, averaged over the sampled RoIs). Proposals, ground
+Both plug into :class:`DetectionHeads`, which matches (ground truth added to the proposals,
+IoU >= 0.5 foreground) and samples RoIs as the baseline does (a fixed number per image,
+``klrpn.models.matching``), encodes targets with torchvision's box coding (weights 10, 10, 5,
+5), reuses torchvision's ``RoIHeads`` for test-time post-processing (per-class NMS) and
+computes the baseline's loss (cross-entropy + smooth-L1 with sigma = 1, averaged over the
+sampled RoIs). Proposals, ground
 truth, targets, the RoIs given to RoIAlign / PS-RoIAlign and the decoded detections are float32,
 also under autocast.
 
-Glossary (R RoIs over the batch, C foreground classes):
+Glossary (B images, R RoIs over the batch, C foreground classes):
+    rois               [R, 5] (image index, x1, y1, x2, y2) in training; [K_i, 4] per image in eval
     pred_class_logits  [R, C + 1]
     pred_box_deltas    [R, 4 (C + 1)] class-specific, or [R, 4] class-agnostic
 """
@@ -20,6 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import RoIAlign, ps_roi_align
+
+from klrpn.models.box_coder import BoxCoder
+from klrpn.models.matching import masked_mean, match_boxes, pad_per_image, sample_rois
 
 FEATURE_STRIDE = 16
 RFCN_CHANNELS = 1024  # R-FCN [11]: the width its head's initialisation is meant for
@@ -39,8 +44,9 @@ class FastRCNNHead(nn.Module):
         self.bbox_pred = nn.Linear(top_channels, 4 if class_agnostic else 4 * (num_classes + 1))
         _init_predictors(self.cls_score, self.bbox_pred, cls_init_std, bbox_init_std)
 
-    def forward(self, feature: Tensor, proposals: list[Tensor]) -> tuple[Tensor, Tensor]:
-        pooled = self.roi_align(feature, proposals)  # [R, C4, 7, 7]
+    def forward(self, feature: Tensor, rois) -> tuple[Tensor, Tensor]:
+        """``rois``: [K_i, 4] per image, or [R, 5] (image index, x1, y1, x2, y2)."""
+        pooled = self.roi_align(feature, rois)  # [R, C4, 7, 7]
         x = self.top(pooled)  # [R, top_channels] (VGG) or [R, top_channels, 4, 4] (ResNet layer4)
         if x.dim() == 4:
             x = x.mean(dim=(2, 3))  # the baseline's ResNet head: spatial mean after layer4
@@ -69,58 +75,30 @@ class RFCNHead(nn.Module):
         maps_scale = (RFCN_CHANNELS / channels) ** 0.5
         _init_predictors(self.cls_maps, self.bbox_maps, cls_init_std * maps_scale, bbox_init_std * maps_scale)
 
-    def forward(self, feature: Tensor, proposals: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def forward(self, feature: Tensor, rois) -> tuple[Tensor, Tensor]:
+        """``rois``: [K_i, 4] per image, or [R, 5] (image index, x1, y1, x2, y2)."""
         x = F.relu(self.conv_new(self.layer4(feature)))  # [N, channels, H, W]
         scale = 1.0 / FEATURE_STRIDE
         # PS-RoIAlign in float32 on the float32 RoIs, as torchvision's CUDA autocast wrapper of
         # ps_roi_align does (it has none on the CPU, where bf16 maps and float32 RoIs clash)
         cls_maps, bbox_maps = self.cls_maps(x).float(), self.bbox_maps(x).float()
-        cls = ps_roi_align(cls_maps, proposals, self.k, scale, self.sampling_ratio)  # [R, C+1, k, k]
-        box = ps_roi_align(bbox_maps, proposals, self.k, scale, self.sampling_ratio)  # [R, 4 or 4(C+1), k, k]
+        cls = ps_roi_align(cls_maps, rois, self.k, scale, self.sampling_ratio)  # [R, C+1, k, k]
+        box = ps_roi_align(bbox_maps, rois, self.k, scale, self.sampling_ratio)  # [R, 4 or 4(C+1), k, k]
         return cls.mean(dim=(2, 3)), box.mean(dim=(2, 3))  # average voting: [R, C+1], [R, 4 or 4(C+1)]
 
 
-class BaselineRoISampler:
-    """The baseline's second-stage sampling, jwyang/faster-rcnn.pytorch
-    ``lib/model/rpn/proposal_target_layer_cascade.py``, ``_sample_rois_pytorch``: exactly
-    ``batch_size_per_image`` RoIs per image. Foreground (label >= 1): at most
-    ``round(positive_fraction * batch_size_per_image)`` drawn without replacement
-    (``np.random.permutation``); background (label 0): the rest, drawn uniformly *with*
-    replacement (``np.floor(np.random.rand(n) * bg_num_rois)``), whether there are few or many.
-    Without background RoIs the foreground ones fill the batch, with replacement; without
-    foreground, background only. Labels -1 are never drawn. (torchvision's
-    ``BalancedPositiveNegativeSampler`` draws without replacement and returns fewer RoIs when
-    an image has too few.) Draws use torch's global generator."""
-
-    def __init__(self, *, batch_size_per_image: int, positive_fraction: float):
-        self.batch_size_per_image = int(batch_size_per_image)
-        # int(np.round(FG_FRACTION * rois_per_image)), and at least 1 (the baseline's forward)
-        self.max_fg = max(int(round(positive_fraction * batch_size_per_image)), 1)
-
-    def __call__(self, labels: list[Tensor]) -> list[Tensor]:
-        """``labels``: per image ``[P]`` (-1 ignored, 0 background, >= 1 class); returns per
-        image the ``[batch_size_per_image]`` sampled indices into ``P`` (foreground first),
-        or none for an image with neither foreground nor background candidates (the baseline
-        raises there; its images always have ground truth among the candidates)."""
-        n = self.batch_size_per_image
-        sampled = []
-        for label in labels:
-            fg = torch.where(label >= 1)[0]
-            bg = torch.where(label == 0)[0]
-            if fg.numel() > 0 and bg.numel() > 0:
-                fg = fg[torch.randperm(fg.numel(), device=fg.device)[: min(self.max_fg, fg.numel())]]
-                bg = bg[torch.randint(bg.numel(), (n - fg.numel(),), device=bg.device)]
-            elif fg.numel() > 0:
-                fg = fg[torch.randint(fg.numel(), (n,), device=fg.device)]
-            elif bg.numel() > 0:
-                bg = bg[torch.randint(bg.numel(), (n,), device=bg.device)]
-            sampled.append(torch.cat([fg, bg]))
-        return sampled
-
-
 class DetectionHeads(RoIHeads):
-    """torchvision ``RoIHeads`` with an injected ``box_head(feature, proposals)`` and the
-    baseline's second-stage loss."""
+    """torchvision ``RoIHeads`` with an injected ``box_head(feature, rois)`` and the baseline's
+    second-stage sampling and loss.
+
+    Training takes the RPN's padded :class:`~klrpn.models.rpn.ProposalBatch` and works on the
+    whole batch with fixed-size tensors, without a host synchronisation: ground truth added to
+    the proposals, matching (``klrpn.models.matching.match_boxes``: IoU >= ``fg_iou_thresh``
+    foreground, below ``bg_iou_thresh`` background), the baseline's draw of exactly
+    ``batch_size_per_image`` RoIs per image (``sample_rois``, ``proposal_target_layer_cascade.py``:
+    at most ``round(positive_fraction * R)`` foreground without replacement, the rest background
+    with replacement), target encoding (weights 10, 10, 5, 5) and a masked loss. Evaluation is
+    torchvision's: per image, per-class NMS (``postprocess_detections``)."""
 
     def __init__(self, *, box_head: nn.Module, num_classes: int, class_agnostic: bool,
                  smooth_l1_beta: float, fg_iou_thresh: float, bg_iou_thresh: float,
@@ -129,43 +107,72 @@ class DetectionHeads(RoIHeads):
         super().__init__(None, box_head, None, fg_iou_thresh, bg_iou_thresh, batch_size_per_image,
                          positive_fraction, tuple(bbox_reg_weights), score_thresh, nms_thresh,
                          detections_per_img)
+        self.box_coder = BoxCoder(weights=tuple(bbox_reg_weights))  # torchvision's, no host copies
         self.num_classes, self.class_agnostic = num_classes, class_agnostic
         self.smooth_l1_beta = smooth_l1_beta
-        self.fg_bg_sampler = BaselineRoISampler(batch_size_per_image=batch_size_per_image,
-                                                positive_fraction=positive_fraction)
+        self.fg_iou_thresh, self.bg_iou_thresh = fg_iou_thresh, bg_iou_thresh
+        self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
 
-    def subsample(self, labels: list[Tensor]) -> list[Tensor]:
-        """Indices of the sampled RoIs per image, repeats allowed (:class:`BaselineRoISampler`);
-        ``RoIHeads.select_training_samples`` gathers proposals, labels and targets with them."""
-        return self.fg_bg_sampler(labels)
-
-    def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes, targets=None):
+    def forward(self, features: dict[str, Tensor], proposals, image_shapes, targets=None):
+        """Training: ``proposals`` a ``ProposalBatch`` -> ``([], losses)``; evaluation:
+        ``proposals`` [K_i, 4] per image -> (detections per image, {})."""
         (feature,) = features.values()
-        # float32 proposals: RoIHeads casts the ground truth to the proposals' dtype, matches,
-        # encodes targets and decodes detections in it; RoIAlign reads float32 RoIs
+        if self.training:
+            rois, gt_labels, gt_deltas = self.select_training_samples(proposals, targets)
+            class_logits, box_deltas = self.box_head(feature, rois)
+            # the predictors' outputs (bf16 under autocast), cast once: the loss in float32
+            return [], self.compute_loss(class_logits.float(), box_deltas.float(), gt_labels, gt_deltas)
+        # float32 proposals: RoIHeads decodes detections in their dtype; RoIAlign reads float32 RoIs
         proposals = [p.float() for p in proposals]
-        if self.training:
-            proposals, _, gt_labels, gt_deltas = self.select_training_samples(proposals, targets)
         class_logits, box_deltas = self.box_head(feature, proposals)
-        # the predictors' outputs (bf16 under autocast), cast once: loss and decode in float32
         class_logits, box_deltas = class_logits.float(), box_deltas.float()
-        if self.training:
-            return [], self.compute_loss(class_logits, box_deltas, torch.cat(gt_labels), torch.cat(gt_deltas))
         if self.class_agnostic:
             box_deltas = box_deltas.repeat(1, self.num_classes + 1)  # [R, 4] -> [R, 4 (C + 1)]
         boxes, scores, labels = self.postprocess_detections(class_logits, box_deltas, proposals, image_shapes)
         return [{"boxes": b, "scores": s, "labels": l} for b, s, l in zip(boxes, scores, labels)], {}
 
+    def select_training_samples(self, proposals, targets):
+        """``(rois [B*R, 5], gt_labels [B*R], gt_deltas [B*R, 4])`` for the batch: RoIs as
+        (image index, x1, y1, x2, y2) for RoIAlign; labels the class, 0 background, -1 for the
+        slots of an image with no candidate at all; deltas the encoded matched ground truth of
+        the foreground RoIs (0 elsewhere)."""
+        gt_boxes, gt_valid = pad_per_image([t["boxes"].float() for t in targets])  # [B, G, 4]
+        gt_classes, _ = pad_per_image([t["labels"] for t in targets])  # [B, G]
+        # the ground truth joins the candidates (RoIHeads.add_gt_proposals)
+        boxes = torch.cat([proposals.boxes.float(), gt_boxes], dim=1)  # [B, P + G, 4]
+        valid = torch.cat([proposals.valid, gt_valid], dim=1)  # [B, P + G]
+        match = match_boxes(boxes=boxes, gt_boxes=gt_boxes, gt_valid=gt_valid,
+                            high=self.fg_iou_thresh, low=self.bg_iou_thresh,
+                            allow_low_quality_matches=False, box_valid=valid)
+        sample = sample_rois(quality=match.quality, valid=valid,
+                             batch_size_per_image=self.batch_size_per_image,
+                             positive_fraction=self.positive_fraction,
+                             fg_thresh=self.fg_iou_thresh, bg_thresh_hi=self.bg_iou_thresh)
+        b, r = sample.index.shape
+        rois = boxes.gather(1, sample.index[:, :, None].expand(b, r, 4))  # [B, R, 4]
+        slot = match.matches.gather(1, sample.index).clamp(min=0)  # [B, R]: the matched GT
+        labels = torch.where(sample.foreground, gt_classes.gather(1, slot), 0)
+        labels = torch.where(sample.valid, labels, -1)  # [B, R]
+        matched = gt_boxes.gather(1, slot[:, :, None].expand(b, r, 4))  # [B, R, 4]
+        fg = (labels > 0).reshape(-1, 1)  # [B*R, 1]
+        gt_deltas = torch.where(fg, self.box_coder.encode_single(matched.reshape(-1, 4),
+                                                                 rois.reshape(-1, 4)), 0.0)
+        image = torch.arange(b, dtype=rois.dtype, device=rois.device)[:, None, None].expand(b, r, 1)
+        return torch.cat([image, rois], dim=2).reshape(-1, 5), labels.reshape(-1), gt_deltas
+
     def compute_loss(self, class_logits: Tensor, box_deltas: Tensor, gt_labels: Tensor,
                      gt_deltas: Tensor) -> dict[str, Tensor]:
         """Cross-entropy over the sampled RoIs; smooth-L1 on the foreground RoIs' deltas for
-        their class, summed over x, y, w, h and averaged over all sampled RoIs."""
-        loss_cls = F.cross_entropy(class_logits, gt_labels)
-        fg = torch.where(gt_labels > 0)[0]
+        their class, summed over x, y, w, h and averaged over all sampled RoIs. Labels -1
+        (no RoI in the slot) count nowhere. ``class_logits`` [R, C + 1], ``box_deltas``
+        [R, 4 or 4 (C + 1)], ``gt_labels`` [R], ``gt_deltas`` [R, 4]."""
+        count = (gt_labels >= 0).sum().clamp(min=1)
+        loss_cls = F.cross_entropy(class_logits, gt_labels, ignore_index=-1, reduction="sum") / count
         deltas = box_deltas.reshape(box_deltas.shape[0], -1, 4)  # [R, 1 or C+1, 4]
-        cls = torch.zeros_like(gt_labels[fg]) if self.class_agnostic else gt_labels[fg]
-        loss_reg = F.smooth_l1_loss(deltas[fg, cls], gt_deltas[fg], beta=self.smooth_l1_beta,
-                                    reduction="sum") / max(gt_labels.numel(), 1)
+        cls = torch.zeros_like(gt_labels) if self.class_agnostic else gt_labels.clamp(min=0)  # [R]
+        pred = deltas.gather(1, cls[:, None, None].expand(-1, 1, 4))[:, 0]  # [R, 4]: its class
+        loss_reg = masked_mean(F.smooth_l1_loss(pred, gt_deltas, beta=self.smooth_l1_beta,
+                                                reduction="none"), (gt_labels > 0)[:, None], count)
         return {"loss_cls": loss_cls, "loss_reg": loss_reg}
 
 

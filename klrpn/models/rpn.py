@@ -1,20 +1,26 @@
 """Region proposal networks: the baseline RPN and KL-RPN (paper §2).
 
-Both share the baseline's anchors (``klrpn.models.anchors``) and torchvision's Matcher, sampler
-and BoxCoder (through ``torchvision.models.detection.rpn.RegionProposalNetwork``) and differ in
-the head, the loss and the objectness that ranks proposals for NMS. All box tensors are float32,
-also under autocast (only the head's convolutions run in bf16/fp16).
+Both share the baseline's anchors (``klrpn.models.anchors``), its anchor assignment and
+256-anchor draw (``klrpn.models.matching``, the whole batch at once), torchvision's box coding
+(``klrpn.models.box_coder``) and NMS, and differ in the head, the loss and the objectness that
+ranks proposals for NMS. All box tensors are float32, also under autocast (only the head's
+convolutions run in bf16/fp16).
 
 Glossary (N images, A anchors per location, H x W feature map, M = H*W*A anchors per image):
-    anchors            list of N tensors [M, 4], x1y1x2y2 in transformed-image pixels
+    anchors            [M, 4] x1y1x2y2 in transformed-image pixels, shared by the N images
+    sizes              [N, 2] float32 (h, w) of each transformed image
     pred_logits        [N, M, 2] background/foreground logits (baseline RPN)
     pred_deltas        [N, M, 4] box-coder offsets (x, y, w, h); for KL-RPN the Gaussian means mu
     pred_log_var       [N, M, 4] KL-RPN's beta = log(sigma^2) per offset
-    gt_labels          list of N tensors [M]: 1 positive, 0 negative, -1 ignored
-    gt_deltas          [N*M, 4] box-coder offsets of each anchor's matched ground truth
+    gt_labels          [N, M]: 1 positive, 0 negative, -1 ignored
+    pos, neg           [N*M] bool: the sampled positive / negative anchors
+    gt_deltas          [N*M, 4] box-coder offsets of each positive anchor's matched ground truth
+                       (0 for the others)
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +29,8 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import boxes as box_ops
 
 from klrpn.losses import kl_neg_loss, kl_pos_loss, objectness
+from klrpn.models.box_coder import BoxCoder
+from klrpn.models.matching import masked_mean, match_boxes, pad_per_image, sample_anchors
 
 
 class BaselineRPNHead(nn.Module):
@@ -77,10 +85,23 @@ class KLRPNHead(nn.Module):
         return {"deltas": deltas, "log_var": log_var}  # [N, M, 4] each
 
 
+class ProposalBatch(NamedTuple):
+    """The training proposals of a batch, padded to ``post_nms_top_n`` per image (the RoI
+    head reads them without a host synchronisation)."""
+
+    boxes: Tensor  # [N, P, 4] float32, zeros at padding
+    valid: Tensor  # [N, P] bool: False at padding (an image with fewer proposals)
+
+
 class ProposalNetwork(RegionProposalNetwork):
     """RPN on one stride-16 feature map: predict, decode, rank, NMS; in training assign
     anchors (IoU >= fg / best anchor of a GT -> positive, IoU < bg -> negative), sample and
-    compute the loss. Subclasses define ``compute_loss`` and ``score``."""
+    compute the loss. Subclasses define ``compute_loss`` and ``score``.
+
+    Training runs on the whole batch at once with fixed-size tensors (``klrpn.models.matching``
+    for the matching and the 256-anchor draw, one NMS for all images, masked losses): its only
+    host synchronisation is the NMS. Evaluation keeps torchvision's per-image proposal filter
+    (:meth:`filter_proposals_per_image`), exactly the baseline's proposal layer."""
 
     def __init__(self, *, anchor_generator, head: nn.Module, fg_iou_thresh: float,
                  bg_iou_thresh: float, batch_size_per_image: int, positive_fraction: float,
@@ -89,33 +110,71 @@ class ProposalNetwork(RegionProposalNetwork):
         super().__init__(anchor_generator, head, fg_iou_thresh, bg_iou_thresh,
                          batch_size_per_image, positive_fraction, pre_nms_top_n,
                          post_nms_top_n, nms_thresh)
+        self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))  # torchvision's, no host copies
+        self.fg_iou_thresh, self.bg_iou_thresh = fg_iou_thresh, bg_iou_thresh
+        self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
         self.drop_cross_boundary = drop_cross_boundary
 
     def forward(self, images, features: dict[str, Tensor], targets=None):
-        """Returns (proposals, losses); proposals[i] = {"boxes" [K, 4], "scores" [K], ...}."""
+        """Training: ``(ProposalBatch, losses)``; evaluation: ``(proposals, {})`` with
+        proposals[i] = {"boxes" [K, 4], "scores" [K], ...} per image."""
         (feature,) = features.values()
         # box geometry in float32 (bf16 under autocast would round a 900 px box by +-2 px): the
         # head's outputs are cast once, so decoding, ranking, NMS, target encoding and the
         # losses all run in float32; the anchors are float32 already (BaselineAnchorGenerator)
         pred = {k: v.float() for k, v in self.head(feature).items()}
-        anchors = self.anchor_generator(images, [feature])
-        boxes = self.box_coder.decode_single(
-            pred["deltas"].detach().reshape(-1, 4), torch.cat(anchors)).view(len(anchors), -1, 4)
+        anchors = self.anchor_generator.grid(feature)  # [M, 4], shared by the images
+        boxes = self.box_coder.decode_single(pred["deltas"].detach(), anchors)  # [N, M, 4]
         scores = self.score(pred).detach()  # [N, M], higher = better
-        proposals = self.filter_proposals_per_image(boxes, scores, pred, images.image_sizes)
-        losses = {}
-        if self.training:
-            gt_labels, gt_boxes = self.assign_targets_to_anchors(anchors, targets, images.image_sizes)
-            gt_deltas = self.box_coder.encode(gt_boxes, anchors)
-            pos, neg = self.fg_bg_sampler(gt_labels)
-            pos, neg = torch.cat(pos).bool(), torch.cat(neg).bool()
-            losses = self.compute_loss(pred, torch.cat(gt_deltas), pos, neg)
-        return proposals, losses
+        if not self.training:
+            return self.filter_proposals_per_image(boxes, scores, pred, images.image_sizes), {}
+        sizes = image_sizes_on(images.image_sizes, feature.device)  # [N, 2] (h, w)
+        proposals = self.filter_proposals(boxes, scores, sizes)
+        gt_labels, gt_boxes = self.assign_targets_to_anchors(anchors, targets, sizes)  # [N, M] x2
+        sampled = sample_anchors(labels=gt_labels, batch_size_per_image=self.batch_size_per_image,
+                                 positive_fraction=self.positive_fraction)  # [N, M]
+        pos, neg = (sampled == 1).reshape(-1), (sampled == 0).reshape(-1)  # [N*M] each
+        gt_deltas = self.box_coder.encode_single(gt_boxes.reshape(-1, 4),
+                                                 anchors.repeat(len(sizes), 1))  # [N*M, 4]
+        # only positives have a target; the others' (a padding GT box of zero size) are zeroed
+        gt_deltas = torch.where(pos[:, None], gt_deltas, 0.0)
+        return proposals, self.compute_loss(pred, gt_deltas, pos, neg)
+
+    def filter_proposals(self, boxes: Tensor, scores: Tensor, sizes: Tensor) -> ProposalBatch:
+        """The baseline's proposal layer for a whole batch: per image the ``pre_nms_top_n`` by
+        objectness, clipped to the image, boxes under 1e-3 px dropped, NMS, the first
+        ``post_nms_top_n`` kept, padded. One NMS for all images: each image's boxes are shifted
+        apart (torchvision's ``batched_nms`` coordinate trick), dropped boxes rank last and
+        can only suppress each other. ``boxes`` [N, M, 4], ``scores`` [N, M], ``sizes`` [N, 2]."""
+        n, m = scores.shape
+        k, p = min(self.pre_nms_top_n(), m), self.post_nms_top_n()
+        top_scores, top = scores.topk(k, dim=1)  # [N, K] each, best first
+        top_boxes = boxes.gather(1, top[:, :, None].expand(n, k, 4))  # [N, K, 4]
+        limit = sizes.flip(1).repeat(1, 2)[:, None, :]  # [N, 1, 4]: w, h, w, h
+        top_boxes = torch.minimum(top_boxes.clamp(min=0), limit)  # clip_boxes_to_image
+        wh = top_boxes[..., 2:] - top_boxes[..., :2]  # [N, K, 2]
+        big = (wh >= 1e-3).all(dim=2)  # [N, K]: remove_small_boxes(., 1e-3) keeps these
+        image = torch.arange(n, device=boxes.device)[:, None].expand(n, k)  # [N, K]
+        offsets = image * (top_boxes.max() + 1.0)  # [N, K]: images never overlap
+        keep = box_ops.nms((top_boxes + offsets[:, :, None]).reshape(-1, 4),
+                           torch.where(big, top_scores, float("-inf")).reshape(-1),
+                           self.nms_thresh)  # [L] into N*K, by decreasing score
+        kept_image = keep // k  # [L]
+        kept = big.reshape(-1)[keep]  # [L]: a dropped box is never a proposal
+        one_hot = (kept_image[:, None] == torch.arange(n, device=boxes.device)) & kept[:, None]  # [L, N]
+        rank = one_hot.cumsum(0).gather(1, kept_image[:, None])[:, 0] - 1  # [L]: place in its image
+        slot = torch.where(kept & (rank < p), kept_image * p + rank, n * p)  # [L]; n * p: dropped
+        index = torch.full((n * p + 1,), -1, dtype=torch.int64, device=boxes.device)
+        index = index.scatter(0, slot, keep)[: n * p].view(n, p)  # [N, P] into N*K, -1: padding
+        valid = index >= 0
+        chosen = top_boxes.reshape(-1, 4)[index.clamp(min=0).reshape(-1)].view(n, p, 4)
+        return ProposalBatch(torch.where(valid[:, :, None], chosen, 0.0), valid)
 
     def filter_proposals_per_image(self, boxes: Tensor, scores: Tensor, pred: dict,
                                    image_sizes) -> list[dict[str, Tensor]]:
         """Top-k by objectness, clip, drop empty boxes, NMS, keep the post-NMS top-k
-        (the baseline's proposal layer). ``boxes`` [N, M, 4], ``scores`` [N, M]."""
+        (the baseline's proposal layer), one image at a time. ``boxes`` [N, M, 4], ``scores``
+        [N, M]."""
         out = []
         for i, (h, w) in enumerate(image_sizes):
             top = scores[i].topk(min(self.pre_nms_top_n(), scores.shape[1])).indices
@@ -130,38 +189,31 @@ class ProposalNetwork(RegionProposalNetwork):
             out.append(proposal)
         return out
 
-    def assign_targets_to_anchors(self, anchors, targets, image_sizes=None):
-        """torchvision's assignment, restricted (baseline anchor_target_layer) to anchors that lie
-        inside the image when ``drop_cross_boundary``: the others are never matched or sampled."""
-        labels, matched_gt_boxes = [], []
-        for anchors_i, target, size in zip(anchors, targets, image_sizes):
-            gt_boxes = target["boxes"].to(anchors_i.dtype)  # float32, as the anchors
-            inside = self.inside(anchors_i, size) if self.drop_cross_boundary else None
-            if gt_boxes.numel() == 0:
-                matched = torch.zeros_like(anchors_i)
-                label = torch.zeros(anchors_i.shape[0], dtype=torch.float32, device=anchors_i.device)
-            else:
-                iou = box_ops.box_iou(gt_boxes, anchors_i)  # [G, M]
-                if inside is not None:
-                    iou[:, ~inside] = -1.0  # never positive, never a GT's best anchor
-                idx = self.proposal_matcher(iou)
-                matched = gt_boxes[idx.clamp(min=0)]
-                label = (idx >= 0).to(torch.float32)
-                label[idx == self.proposal_matcher.BELOW_LOW_THRESHOLD] = 0.0
-                label[idx == self.proposal_matcher.BETWEEN_THRESHOLDS] = -1.0
-            if inside is not None:
-                label[~inside] = -1.0
-            labels.append(label)
-            matched_gt_boxes.append(matched)
-        return labels, matched_gt_boxes
+    def assign_targets_to_anchors(self, anchors: Tensor, targets, sizes: Tensor):
+        """The baseline's ``anchor_target_layer.py`` assignment for the batch: ``(labels [N, M]``
+        1 positive, 0 negative, -1 ignored, ``matched_gt_boxes [N, M, 4])``. Positive: IoU >=
+        fg with a GT, or a GT's best anchor (ties included; a GT overlapping no anchor has
+        none: L106's 1e-5); negative: best IoU < bg. With ``drop_cross_boundary`` anchors
+        across the image border are never matched or sampled. ``anchors`` [M, 4], ``sizes``
+        [N, 2] (h, w)."""
+        gt_boxes, gt_valid = pad_per_image([t["boxes"].to(anchors.dtype) for t in targets])  # [N, G, 4]
+        inside = self.inside(anchors, sizes) if self.drop_cross_boundary else None  # [N, M]
+        match = match_boxes(boxes=anchors, gt_boxes=gt_boxes, gt_valid=gt_valid,
+                            high=self.fg_iou_thresh, low=self.bg_iou_thresh,
+                            allow_low_quality_matches=True, box_valid=inside,
+                            low_quality_needs_overlap=True)
+        matched = gt_boxes.gather(1, match.matches.clamp(min=0)[:, :, None].expand(-1, -1, 4))  # [N, M, 4]
+        return match.labels, matched
 
     @staticmethod
-    def inside(anchors: Tensor, size) -> Tensor:
+    def inside(anchors: Tensor, sizes: Tensor) -> Tensor:
         """anchor_target_layer.py's test ``x1 >= 0, y1 >= 0, x2 < W, y2 < H`` on its inclusive
         boxes, i.e. ``x2 < W + 1`` on the continuous ones (``x2 <= W`` for integer corners; the
-        half-pixel corners of odd-width anchors, e.g. 23 x 12, may stick out by 0.5 px)."""
-        h, w = size
-        return (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] < w + 1) & (anchors[:, 3] < h + 1)
+        half-pixel corners of odd-width anchors, e.g. 23 x 12, may stick out by 0.5 px).
+        ``anchors`` [M, 4], ``sizes`` [N, 2] (h, w) -> [N, M]."""
+        corner = (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0)  # [M]
+        h, w = sizes[:, 0:1] + 1, sizes[:, 1:2] + 1  # [N, 1] each
+        return corner & (anchors[:, 2] < w) & (anchors[:, 3] < h)
 
     def score(self, pred: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
@@ -170,12 +222,13 @@ class ProposalNetwork(RegionProposalNetwork):
         raise NotImplementedError
 
 
-def indices(mask: Tensor) -> Tensor:
-    """The positions where ``mask`` [K] is true, ascending: gathering with them
-    (``index_select``) picks what ``x[mask]`` picks, with one host synchronisation on a GPU for
-    the count instead of one per masked read and one more per masked read in the backward
-    pass (whose gradient is a scatter-add, not a masked write)."""
-    return torch.where(mask)[0]
+def image_sizes_on(image_sizes, device: torch.device) -> Tensor:
+    """``[(h, w), ...]`` -> [N, 2] float32 on ``device``: one small copy per step that does not
+    wait for the device (pinned memory on CUDA, ``non_blocking``)."""
+    sizes = torch.tensor(image_sizes, dtype=torch.float32).reshape(-1, 2)
+    if device.type == "cuda":
+        sizes = sizes.pin_memory()
+    return sizes.to(device, non_blocking=True)
 
 
 class BaselineRPN(ProposalNetwork):
@@ -190,14 +243,16 @@ class BaselineRPN(ProposalNetwork):
 
     def compute_loss(self, pred, gt_deltas, pos, neg):
         """Cross-entropy over the sampled anchors; smooth-L1 over the positives, normalised by
-        the number sampled (baseline RPN_POSITIVE_WEIGHT = -1)."""
+        the number sampled (baseline RPN_POSITIVE_WEIGHT = -1). ``pos``, ``neg`` [N*M] bool,
+        ``gt_deltas`` [N*M, 4]; dense: every anchor computed, the unsampled ones masked."""
         logits = pred["logits"].reshape(-1, 2)  # [N*M, 2]
         deltas = pred["deltas"].reshape(-1, 4)  # [N*M, 4]
         sampled = pos | neg
-        sampled_idx, pos_idx = indices(sampled), indices(pos)  # [S], [P]
-        loss_cls = F.cross_entropy(logits.index_select(0, sampled_idx), pos[sampled_idx].long())
-        loss_reg = F.smooth_l1_loss(deltas.index_select(0, pos_idx), gt_deltas[pos_idx],
-                                    beta=self.smooth_l1_beta, reduction="sum") / sampled.sum().clamp(min=1)
+        count = sampled.sum().clamp(min=1)
+        target = torch.where(sampled, pos.long(), -1)  # [N*M]: -1 not sampled
+        loss_cls = F.cross_entropy(logits, target, ignore_index=-1, reduction="sum") / count
+        loss_reg = masked_mean(F.smooth_l1_loss(deltas, gt_deltas, beta=self.smooth_l1_beta,
+                                                reduction="none"), pos[:, None], count)
         return {"loss_rpn_cls": loss_cls, "loss_rpn_reg": loss_reg}
 
 
@@ -225,10 +280,10 @@ class KLRPN(ProposalNetwork):
         with torch.autocast(device_type=gt_deltas.device.type, enabled=False):
             mu = pred["deltas"].reshape(-1, 4).float()  # [N*M, 4]
             log_var = pred["log_var"].reshape(-1, 4).float()  # [N*M, 4]
-            gt_deltas = gt_deltas.float()
-            p, n = indices(pos), indices(neg)  # [P], [Q]
-            loss = (kl_pos_loss(mu.index_select(0, p), log_var.index_select(0, p), gt_deltas[p],
-                                self.gamma).sum()  # eq. 7
-                    + kl_neg_loss(mu.index_select(0, n), log_var.index_select(0, n), self.gamma,
-                                  self.neg_var).sum())  # eq. 4
-            return {"loss_kl": loss / (pos | neg).sum().clamp(min=1)}
+            sampled = (pos | neg)[:, None]  # [N*M, 1]
+            # unsampled anchors computed at beta = 0 (finite), then masked out
+            log_var = torch.where(sampled, log_var, 0.0)
+            per_anchor = torch.where(pos[:, None],
+                                     kl_pos_loss(mu, log_var, gt_deltas.float(), self.gamma),  # eq. 7
+                                     kl_neg_loss(mu, log_var, self.gamma, self.neg_var))  # eq. 4
+            return {"loss_kl": masked_mean(per_anchor, sampled, sampled.sum().clamp(min=1))}
