@@ -21,7 +21,10 @@ inherits another's cuDNN autotuning or allocator cache), and prints the ratios a
 - ``after``: the cell's own settings (``input.pad_multiple``, ``train.cudnn_benchmark``,
   ``train.channels_last``) and the loop's late loss read;
 - ``after+cl``: ``after`` in channels-last layout;
-- ``after-nobench``: ``after`` with cuDNN autotuning off (for VGG-16, whose cell turns it on).
+- ``after-nobench``: ``after`` with cuDNN autotuning off (for VGG-16, whose cell turns it on);
+- ``baseline``: the package in ``--baseline-src DIR`` (another version's ``klrpn/`` and
+  ``params/``, exported by ``benchmarks/baseline_src.sh REV DIR``) with its cell's settings,
+  timed by this script: before/after across code versions.
 ``--variants`` picks which (default: ``before,before-bench,after``).
 ``--trace FILE`` profiles five more steps after the timed ones (torch.profiler, CPU and CUDA)
 and writes the operations' table by self device time and by host time to FILE (with
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -51,7 +55,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the package measured: this checkout, or the tree given by --src (set before klrpn is imported)
+_SRC = sys.argv[sys.argv.index("--src") + 1] if "--src" in sys.argv else str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, _SRC)
 
 from klrpn import train  # noqa: E402
 from common import tame_untrained_resnet, use_synthetic_data  # noqa: E402
@@ -63,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("cell")
     p.add_argument("--profile", default="paper")
     p.add_argument("--params", default=None, help="params folder (default ./params)")
+    p.add_argument("--baseline-src", default=None, help="--compare: a tree with another version's "
+                   "klrpn/ and params/ (benchmarks/baseline_src.sh), the 'baseline' variant")
+    p.add_argument("--src", default=None, help=argparse.SUPPRESS)  # read before the imports
     p.add_argument("--min-size", type=int, default=None, help="override input.min_size (short side)")
     p.add_argument("--max-size", type=int, default=None, help="override input.max_size")
     p.add_argument("--batch-size", type=int, default=None,
@@ -191,8 +200,9 @@ VARIANTS = {
     "after": [],
     "after+cl": ["--channels-last", "on"],
     "after-nobench": ["--cudnn-benchmark", "off"],
+    "baseline": [],  # the package in --baseline-src, its cell's own settings
 }
-BEFORE = ("before", "before-bench")
+BEFORE = ("before", "before-bench", "baseline")
 
 
 def write_trace(path: Path, step, sync, device: torch.device, steps: int = 5) -> None:
@@ -229,10 +239,18 @@ def compare(argv: list[str], args) -> int:
     if unknown or not set(names) & set(BEFORE) or not set(names) - set(BEFORE):
         raise SystemExit(f"bench_train: --variants {args.variants!r}: pick at least one of "
                          f"{', '.join(BEFORE)} and one of after, after+cl, after-nobench")
+    if "baseline" in names and not args.baseline_src:
+        raise SystemExit("bench_train: the 'baseline' variant needs --baseline-src DIR "
+                         "(benchmarks/baseline_src.sh)")
     rows = {}
     for name in names:
         cmd = [sys.executable, __file__, *base, *VARIANTS[name], "--label", name]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        env = None
+        if name == "baseline":  # another version's klrpn/ and params/, this script's timing
+            src = Path(args.baseline_src).resolve()
+            cmd += ["--src", str(src)]
+            env = {**os.environ, "KLRPN_PARAMS": str(src / "params")}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
         if done.returncode or not lines:
             print(done.stdout + done.stderr, file=sys.stderr)

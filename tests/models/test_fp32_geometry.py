@@ -59,9 +59,11 @@ class FixedBoxHead(nn.Module):
         super().__init__()
         self.num_classes, self.box_outputs, self.rois = num_classes, box_outputs, []
 
-    def forward(self, feature, proposals):
-        self.rois.append([p.detach().clone() for p in proposals])
-        r = sum(len(p) for p in proposals)
+    def forward(self, feature, rois):
+        """``rois``: [R, 5] in training, [K_i, 4] per image in evaluation."""
+        rois = [rois] if torch.is_tensor(rois) else rois
+        self.rois.append([p.detach().clone() for p in rois])
+        r = sum(len(p) for p in rois)
         return (_fixed((r, self.num_classes + 1), 10).to(feature.device, feature.dtype),
                 _fixed((r, self.box_outputs), 11).to(feature.device, feature.dtype))
 
@@ -88,7 +90,7 @@ def _run(cell, autocast: bool, device: str = "cpu"):
                                 4 if roi.class_agnostic else 4 * (cfg["dataset"]["num_classes"] + 1))
     model.to(device)
     seen = {}
-    _record(rpn.anchor_generator, "forward", seen)
+    _record(rpn.anchor_generator, "grid", seen)
     _record(rpn, "assign_targets_to_anchors", seen)
     _record(rpn, "compute_loss", seen)
     _record(roi, "select_training_samples", seen)
@@ -103,9 +105,9 @@ def _run(cell, autocast: bool, device: str = "cpu"):
             proposals = model.propose(images)
     rpn_labels, matched_gt = seen["assign_targets_to_anchors"][0][1]
     (pred, gt_deltas, pos, neg), _ = seen["compute_loss"][0]
-    roi_proposals, _, roi_labels, roi_targets = seen["select_training_samples"][0][1]
+    roi_proposals, roi_labels, roi_targets = seen["select_training_samples"][0][1]
     return {
-        "anchors": seen["forward"][0][1],                        # train-time anchors
+        "anchors": seen["grid"][0][1],                           # train-time anchors
         "rpn matched gt": matched_gt, "rpn labels": rpn_labels,
         "rpn targets": [gt_deltas], "rpn sampled": [pos, neg],
         "rpn predictions": list(pred.values()),
@@ -130,7 +132,7 @@ def test_box_geometry_is_float32_and_equal_under_bf16_autocast(cell, device):
             torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
     # the sampled RoIs: a fixed number per image (the baseline's sampler), ground truth among them
     per_image = load_cell(cell, "smoke")["model"]["roi"]["batch_size_per_image"]
-    assert [len(p) for p in fp32["roi proposals"]] == [per_image, per_image]
+    assert fp32["roi proposals"][:, 0].long().bincount().tolist() == [per_image, per_image]
     assert [len(d) for d in fp32["detections"][::3]] != [0, 0]
 
 
@@ -143,7 +145,8 @@ def test_real_heads_get_float32_rois_and_give_float32_boxes_under_autocast(cell,
     cfg = load_cell(cell, "smoke")
     model = build_model(cfg).to(device)
     rois, head_outputs = [], []
-    model.roi_heads.box_head.register_forward_pre_hook(lambda m, args: rois.extend(p.dtype for p in args[1]))
+    model.roi_heads.box_head.register_forward_pre_hook(  # [R, 5] in training, per image in eval
+        lambda m, args: rois.extend([args[1].dtype] if torch.is_tensor(args[1]) else [p.dtype for p in args[1]]))
     model.rpn.head.register_forward_hook(lambda m, args, out: head_outputs.extend(v.dtype for v in out.values()))
     images, targets = _to(*_batch(cfg), device)
     with torch.autocast(device, dtype=torch.bfloat16):
@@ -154,6 +157,6 @@ def test_real_heads_get_float32_rois_and_give_float32_boxes_under_autocast(cell,
         with torch.no_grad():
             detections = model(images)
     assert set(head_outputs) == {torch.bfloat16}  # the RPN head's convolutions did run in bf16
-    assert set(rois) == {torch.float32} and len(rois) == 4
+    assert set(rois) == {torch.float32} and len(rois) == 3
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     assert all(d["boxes"].dtype == d["scores"].dtype == torch.float32 for d in detections)

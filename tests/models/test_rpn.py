@@ -9,11 +9,12 @@ from klrpn.models.anchors import BaselineAnchorGenerator
 from klrpn.models.rpn import KLRPN, BaselineRPN, BaselineRPNHead, KLRPNHead
 
 
-def _rpn(kind="klrpn", drop_cross_boundary=True, in_channels=8):
+def _rpn(kind="klrpn", drop_cross_boundary=True, in_channels=8, pre_nms_top_n=100, post_nms_top_n=20):
     common = dict(
         anchor_generator=BaselineAnchorGenerator(scales=(2, 4, 8), ratios=(0.5, 1.0, 2.0), stride=16),
         fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
-        pre_nms_top_n={"training": 100, "testing": 100}, post_nms_top_n={"training": 20, "testing": 20},
+        pre_nms_top_n={"training": pre_nms_top_n, "testing": pre_nms_top_n},
+        post_nms_top_n={"training": post_nms_top_n, "testing": post_nms_top_n},
         nms_thresh=0.7, drop_cross_boundary=drop_cross_boundary)
     if kind == "rpn":
         head = BaselineRPNHead(in_channels=in_channels, channels=16, num_anchors=9, init_std=0.01)
@@ -80,7 +81,7 @@ def test_baseline_loss_hand_computed():
 
 
 def _masked_reference(kind, pred, gt, pos, neg):
-    """The losses as written before issue 11: reads through boolean masks."""
+    """The losses read through boolean masks: only the sampled anchors computed."""
     from klrpn.losses import kl_neg_loss, kl_pos_loss
 
     if kind == "rpn":
@@ -94,7 +95,7 @@ def _masked_reference(kind, pred, gt, pos, neg):
 
 
 @pytest.mark.parametrize("kind", ["rpn", "klrpn"])
-def test_losses_equal_masked_reads_bit_for_bit_with_one_sync_per_mask(kind, dispatched):
+def test_dense_losses_equal_masked_reads_without_a_sync(kind, dispatched):
     g = torch.Generator().manual_seed(3)
     m = 2 * 300  # two images' anchors
     names = ["logits", "deltas"] if kind == "rpn" else ["deltas", "log_var"]
@@ -109,38 +110,42 @@ def test_losses_equal_masked_reads_bit_for_bit_with_one_sync_per_mask(kind, disp
     ref = {k: v.clone().requires_grad_(True) for k, v in pred.items()}
     ref_losses = _masked_reference(kind, ref, gt, pos, neg)
     sum(ref_losses).backward()
-    assert all(torch.equal(a, b) for a, b in zip(losses, ref_losses))
-    assert all(torch.equal(ours[k].grad, ref[k].grad) for k in names)
-    # one nonzero per mask read (sampled and positive; positive and negative), none masked
-    assert ops.names.count("nonzero") == 2 and ops.mask_reads == 0
+    # the same numbers up to the order of a float sum over more (zero) terms
+    for a, b in zip(losses, ref_losses):
+        torch.testing.assert_close(a, b, rtol=2e-6, atol=0.0)
+    for k in names:
+        torch.testing.assert_close(ours[k].grad, ref[k].grad, rtol=2e-6, atol=1e-9)
+    assert ops.names.count("nonzero") == 0 and ops.mask_reads == 0
 
 
 def test_assignment_thresholds_best_anchor_and_cross_boundary():
     rpn = _rpn("klrpn")
-    anchors = [torch.tensor([
+    anchors = torch.tensor([
         [0.0, 0.0, 100.0, 100.0],    # IoU 1.0 with the GT -> positive
         [0.0, 0.0, 100.0, 60.0],     # IoU 0.6 -> ignored
         [0.0, 0.0, 100.0, 20.0],     # IoU 0.2 -> negative
         [150.0, 150.0, 190.0, 190.0],  # IoU 0 -> negative
         [-10.0, 0.0, 90.0, 100.0],   # crosses the left border -> ignored
         [160.0, 0.0, 200.0, 45.0],   # best anchor of the second GT (IoU 0.5) -> positive
-    ])]
+    ])
     targets = [{"boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0], [160.0, 0.0, 200.0, 90.0]]),
                 "labels": torch.tensor([1, 1])}]
-    labels, matched = rpn.assign_targets_to_anchors(anchors, targets, [(200, 200)])
-    assert labels[0].tolist() == [1.0, -1.0, 0.0, 0.0, -1.0, 1.0]
+    sizes = torch.tensor([[200.0, 200.0]])
+    labels, matched = rpn.assign_targets_to_anchors(anchors, targets, sizes)
+    assert labels[0].tolist() == [1, -1, 0, 0, -1, 1]
     assert matched[0][5].tolist() == [160.0, 0.0, 200.0, 90.0]
     rpn_all = _rpn("klrpn", drop_cross_boundary=False)
-    labels, _ = rpn_all.assign_targets_to_anchors(anchors, targets, [(200, 200)])
-    assert labels[0][4].item() == 1.0  # IoU 0.82 once cross-boundary anchors are kept
+    labels, _ = rpn_all.assign_targets_to_anchors(anchors, targets, sizes)
+    assert labels[0][4].item() == 1  # IoU 0.82 once cross-boundary anchors are kept
 
 
 def test_assignment_without_objects_is_all_negative_inside():
     rpn = _rpn("rpn")
-    anchors = [torch.tensor([[0.0, 0.0, 50.0, 50.0], [-5.0, 0.0, 50.0, 50.0]])]
+    anchors = torch.tensor([[0.0, 0.0, 50.0, 50.0], [-5.0, 0.0, 50.0, 50.0]])
     labels, _ = rpn.assign_targets_to_anchors(
-        anchors, [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}], [(100, 100)])
-    assert labels[0].tolist() == [0.0, -1.0]
+        anchors, [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}],
+        torch.tensor([[100.0, 100.0]]))
+    assert labels[0].tolist() == [0, -1]
 
 
 def test_inside_is_the_baselines_test_on_inclusive_boxes():
@@ -151,7 +156,8 @@ def test_inside_is_the_baselines_test_on_inclusive_boxes():
                             [0.0, 0.0, 101.0, 80.0],     # 100: outside
                             [-0.5, 0.0, 50.0, 50.0],     # x1 < 0: outside
                             [0.0, 0.0, 50.0, 81.0]])     # y2 80 = H: outside
-    assert BaselineRPN.inside(anchors, (80, 100)).tolist() == [True, True, False, False, False]
+    inside = BaselineRPN.inside(anchors, torch.tensor([[80.0, 100.0], [80.0, 101.0]]))  # [2, 5]
+    assert inside.tolist() == [[True, True, False, False, False], [True, True, True, False, False]]
 
 
 def test_klrpn_ranks_proposals_by_lowest_variance():
@@ -184,7 +190,8 @@ def test_klrpn_forward_on_a_feature_map_trains():
     assert set(losses) == {"loss_kl"} and torch.isfinite(losses["loss_kl"])
     # at initialisation beta ~ 0, mu ~ 0: negatives give 4 * (1/3) / 2 each, positives less
     assert 0.3 < losses["loss_kl"].item() < 0.7
-    assert len(proposals) == 1 and proposals[0]["boxes"].shape[0] <= 20
+    assert proposals.boxes.shape == (1, 20, 4) and proposals.valid.shape == (1, 20)
+    assert proposals.valid.any()
 
 
 def test_klrpn_mean_sigma_score_rule():
@@ -215,3 +222,30 @@ def test_build_model_passes_the_score_rule():
     assert build_model(cfg, load_pretrained=False).rpn.score_rule == "mean_sigma"
     cfg = load_cell("voc0712-faster_rcnn-vgg16-klrpn", "smoke")
     assert build_model(cfg, load_pretrained=False).rpn.score_rule == "eq10"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_proposal_filter_equals_the_per_image_one(seed, dispatched):
+    """One NMS for the batch (images shifted apart) keeps, per image and in order, the boxes of
+    the per-image filter (clip, drop < 1e-3 px, NMS, top-k), padded; its only sync is the NMS.
+    Boxes on an integer grid with distinct scores: no IoU lands within float rounding of 0.7."""
+    g = torch.Generator().manual_seed(seed)
+    n, m = 3, 400
+    rpn = _rpn("rpn", pre_nms_top_n=300, post_nms_top_n=250)
+    xy = torch.randint(-20, 120, (n, m, 2), generator=g).float()
+    wh = torch.randint(0, 60, (n, m, 2), generator=g).float()
+    boxes = torch.cat([xy, xy + wh], dim=2)  # [N, M, 4], some empty, some across the border
+    scores = torch.rand(n, m, generator=g)
+    image_sizes = [(100, 110), (90, 130), (120, 100)]
+    sizes = torch.tensor(image_sizes, dtype=torch.float32)
+    reference = rpn.filter_proposals_per_image(boxes, scores, {}, image_sizes)
+    with dispatched() as ops:
+        batch = rpn.filter_proposals(boxes, scores, sizes)
+    assert ops.names.count("nms") == 1 and ops.names.count("nonzero") == 0 and ops.mask_reads == 0
+    assert batch.boxes.shape == (n, 250, 4) and batch.valid.shape == (n, 250)
+    for i, ref in enumerate(reference):
+        k = len(ref["boxes"])
+        assert batch.valid[i, :k].all() and not batch.valid[i, k:].any(), i
+        assert torch.equal(batch.boxes[i, :k], ref["boxes"]), i
+        assert (batch.boxes[i, k:] == 0).all()
+    assert all(len(r["boxes"]) < 250 for r in reference)  # padding is exercised
